@@ -1,0 +1,4 @@
+"""Registers every ``*_arch.py`` module of this folder in BasicSR's registry."""
+from adflow_plugin.utils import import_modules
+
+_modules = import_modules(__name__, __path__, '_arch')

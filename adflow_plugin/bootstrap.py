@@ -1,0 +1,89 @@
+"""Set up the project's virtual environment, then run the demo or the test suite.
+
+    python3 adflow_plugin/bootstrap.py demo     # train the demo on CPU, write samples and metrics
+    python3 adflow_plugin/bootstrap.py test     # run the whole test suite
+
+Standard library only: this runs before anything is installed. The environment lives in ``.venv/``
+at the repository root. It is made once; a later run finds it complete (a stamp records the
+``setup.cfg`` it was made from) and starts at once. Install order matters: torch and torchvision
+first, then basicsr 1.4.2 without build isolation (its setup.py imports torch; with isolation pip
+would build it against a second, multi-GB torch), then this package in editable mode.
+"""
+import configparser
+import hashlib
+import os
+import os.path as osp
+import subprocess
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+VENV = osp.join(ROOT, '.venv')
+STAMP = osp.join(VENV, '.adflow-installed')
+BIN = osp.join(VENV, 'bin')
+
+
+def _requirements():
+    cfg = configparser.ConfigParser()
+    cfg.read(osp.join(ROOT, 'setup.cfg'))
+    reqs = [r.strip() for r in cfg['options']['install_requires'].splitlines() if r.strip()]
+    by_name = {r.split('=')[0].split('<')[0].split('>')[0].strip(): r for r in reqs}
+    return by_name
+
+
+def _fingerprint():
+    h = hashlib.sha256()
+    for name in ('setup.cfg', 'pyproject.toml', osp.join('adflow_plugin', 'bootstrap.py')):
+        with open(osp.join(ROOT, name), 'rb') as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def _run(cmd, **kwargs):
+    print('+ ' + ' '.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kwargs)
+
+
+def ensure_env():
+    """Create and fill ``.venv`` unless a complete one for this ``setup.cfg`` exists."""
+    fingerprint = _fingerprint()
+    if osp.isfile(STAMP):
+        with open(STAMP) as f:
+            if f.read().strip() == fingerprint:
+                return
+    if sys.version_info[:2] != (3, 11):
+        sys.exit(f'error: Python 3.11 is required (torch 2.14.1 and basicsr 1.4.2 are pinned for it), '
+                 f'this is {sys.version.split()[0]}; run this script with python3.11')
+    if not osp.isfile(osp.join(BIN, 'python')):
+        _run([sys.executable, '-m', 'venv', VENV])
+    pip = [osp.join(BIN, 'python'), '-m', 'pip', 'install', '--disable-pip-version-check', '-q']
+    reqs = _requirements()
+    _run(pip + [reqs['torch'], reqs['torchvision']])
+    # basicsr's setup.py needs torch at build time: build it against the torch just installed
+    _run(pip + ['--no-build-isolation', reqs['basicsr']])
+    _run(pip + ['--no-build-isolation', '-e', f'{ROOT}[test]'])
+    with open(STAMP, 'w') as f:
+        f.write(fingerprint + '\n')
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ('demo', 'test', 'env'):
+        sys.exit('usage: python3 adflow_plugin/bootstrap.py {demo|test|env} [arguments...]\n'
+                 '  demo: set up .venv, then run `basicsr demo` (train and sample the demo on CPU)\n'
+                 '  test: set up .venv, then run the test suite with pytest\n'
+                 '  env:  set up .venv only')
+    ensure_env()
+    command, rest = argv[0], argv[1:]
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if command == 'demo':
+        cmd = [osp.join(BIN, 'basicsr'), 'demo'] + rest
+    elif command == 'test':
+        cmd = [osp.join(BIN, 'python'), '-m', 'pytest', osp.join(ROOT, 'tests')] + rest
+    else:
+        return 0
+    print('+ ' + ' '.join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared arguments and launch of BasicSR's own ``train_pipeline`` / ``test_pipeline``."""
+import argparse
+import os
+import sys
+
+import yaml
+
+
+def add_basicsr_arguments(parser):
+    """BasicSR's own command-line arguments (``basicsr.utils.options.parse_options``)."""
+    parser.add_argument('-opt', required=True, metavar='FILE', help='options YAML file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher: none (one process), pytorch (torchrun), slurm')
+    parser.add_argument('--auto_resume', action='store_true',
+                        help='resume from the newest training state under experiments/<name>/training_states')
+    parser.add_argument('--debug', action='store_true', help="debug mode: name prefixed 'debug_', frequent logs")
+    parser.add_argument('--local_rank', type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='override options, e.g. train:ema_decay=0.999 (existing keys only)')
+
+
+def check_options_file(path):
+    """Fail early, in one line, on a missing or unreadable options file."""
+    from adflow_plugin.cli import CLIError
+    if not os.path.isfile(path):
+        raise CLIError(f'options file not found: {path}')
+    try:
+        with open(path) as f:
+            opt = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise CLIError(f'options file {path} is not valid YAML: {str(e).splitlines()[0]}') from None
+    if not isinstance(opt, dict):
+        raise CLIError(f'options file {path} must hold a YAML mapping, got {type(opt).__name__}')
+    return opt
+
+
+def basicsr_argv(args):
+    """Rebuild the argument list that BasicSR's ``parse_options`` reads from ``sys.argv``."""
+    argv = ['-opt', args.opt, '--launcher', args.launcher]
+    if args.auto_resume:
+        argv.append('--auto_resume')
+    if args.debug:
+        argv.append('--debug')
+    if args.force_yml:
+        argv += ['--force_yml'] + list(args.force_yml)
+    return argv
+
+
+def run_pipeline(args, is_train):
+    """Run BasicSR's train or test pipeline with the plugin loaded; outputs go under the working directory."""
+    check_options_file(args.opt)
+    from adflow_plugin.cli import load_plugins
+    load_plugins()
+    from basicsr.test import test_pipeline
+    from basicsr.train import train_pipeline
+
+    old_argv = sys.argv
+    sys.argv = [old_argv[0]] + basicsr_argv(args)
+    try:
+        (train_pipeline if is_train else test_pipeline)(os.getcwd())
+    finally:
+        sys.argv = old_argv
+    return 0
