@@ -62,7 +62,8 @@ def test_equals_lpips_package_call_in_unit_range():
     """Our [-1, 1] conversion equals the lpips package's own normalize=True path on [0, 1] RGB tensors."""
     sr, gt = _images(seed=3)
     net = get_lpips_network(random_backbone=True)
-    as01 = [torch.from_numpy(np.ascontiguousarray(x[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255 for x in (sr, gt)]
+    as01 = [torch.from_numpy(np.ascontiguousarray(x[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
+            for x in (sr, gt)]
     with torch.no_grad():
         expected = net(*as01, normalize=True).item()
     assert calculate_lpips(img=sr, img2=gt, random_backbone=True) == pytest.approx(expected, rel=1e-5)
