@@ -76,8 +76,16 @@ def split_temperature(metric):
     return (m.group(1), float(m.group(2))) if m else (metric, None)
 
 
-def lower_is_better(metric):
-    base = split_temperature(metric)[0].lower()
+def lower_is_better(metric, results=()):
+    """Whether lower values of ``metric`` are better: the ``better:`` key of its BasicSR options when a log
+    has one (BasicSR's own best-value tracking reads it), else by name (LPIPS, NIQE, FID, NLL, ...)."""
+    base = split_temperature(metric)[0]
+    for r in results:
+        for name, opt in (_option(r.options, 'val.metrics') or {}).items():
+            better = opt.get('better') if isinstance(opt, dict) else None
+            if split_temperature(name)[0] == base and better in ('lower', 'higher'):
+                return better == 'lower'
+    base = base.lower()
     return any(base == key or base.startswith(key + '_') or base.endswith('_' + key) for key in _LOWER_IS_BETTER)
 
 
@@ -269,14 +277,15 @@ def markdown_tables(results, metrics=None):
     for base in bases:
         rows = data[base]
         used = [c for c in cols if any(c in v for v in rows.values())]
-        arrow = '↓' if lower_is_better(base) else '↑'
+        lower = lower_is_better(base, results)
+        arrow = '↓' if lower else '↑'
         finite = [x for v in rows.values() for x in v.values() if math.isfinite(x)]
         decimals = 2 if finite and max(abs(x) for x in finite) >= 10 else 4  # dB vs LPIPS/SSIM-like
         best = {}
         for c in used:
             vals = [v[c] for v in rows.values() if c in v and not math.isnan(v[c])]
             if len(vals) > 1:
-                best[c] = min(vals) if lower_is_better(base) else max(vals)
+                best[c] = min(vals) if lower else max(vals)
         out += ['', f'## {base} {arrow}', '']
         out.append('| Method | ' + ' | '.join(title(c) for c in used) + ' |')
         out.append('|---|' + '---:|' * len(used))

@@ -163,6 +163,17 @@ def test_parse_log_options_dump(tmp_path):
     assert values == {'Urban100': {'lr_psnr_t1.0': 36.0}}
 
 
+def test_better_key_in_the_options_sets_the_direction(tmp_path):
+    folder = tmp_path / 'results' / 'M'
+    folder.mkdir(parents=True)
+    dump = _options_dump('M', 4).replace('        type: calculate_lr_psnr\n', '        type: calculate_lr_psnr\n'
+                                         '        better: lower\n')
+    (folder / 'test_M_20260101_100000.log').write_text(dump + _block('DIV2K', {'lr_psnr': 30.0}))
+    other = write_result(tmp_path, 'N', 4, {'DIV2K': {'lr_psnr': 40.0}})
+    table = compare([str(folder), other], str(tmp_path / 'out'))['markdown']
+    assert '## lr_psnr ↓' in table and '| M | **30.00** |' in table
+
+
 def test_split_temperature():
     assert split_temperature('lr_psnr_t0.9') == ('lr_psnr', 0.9)
     assert split_temperature('lpips_t1') == ('lpips', 1.0)
