@@ -71,8 +71,11 @@ FLOW_LEVEL_MULTIPLE = {4: 8, 6: 16, 8: 16}
 CROP_SIZE = 480
 STEP = 240
 THRESH_SIZE = 0
-PNG_COMPRESSION = 3  # sub-image and test PNGs, as extract_subimages.py
+PNG_COMPRESSION = 3  # test-set PNGs, as extract_subimages.py writes its sub-images
 LMDB_COMPRESSION = 1  # make_lmdb_from_imgs' default
+# sub-image PNGs only live until make_lmdb_from_imgs re-encodes them at its level: write them at
+# that level too (PNG encoding is a third of the run time at level 3)
+SUB_PNG_COMPRESSION = LMDB_COMPRESSION
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 INFO_FILE = 'prepare_info.json'
 DONE_FILE = '_done.txt'
@@ -524,7 +527,8 @@ def _train_image_task(task):
             for x in ws:
                 index += 1
                 sub = img[y // scale:y // scale + size, x // scale:x // scale + size]
-                _write_png(osp.join(sub_dir, f'{stem}_s{index:03d}.png'), np.ascontiguousarray(sub))
+                _write_png(osp.join(sub_dir, f'{stem}_s{index:03d}.png'), np.ascontiguousarray(sub),
+                           SUB_PNG_COMPRESSION)
     return stem, len(hs) * len(ws), [t[0] for t in targets], notes
 
 

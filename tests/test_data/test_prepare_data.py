@@ -401,3 +401,15 @@ def test_options_point_into_the_layout():
                 root = phase.get(key) if isinstance(phase, dict) else None
                 if root:
                     assert root in known or root.startswith('datasets/demo/'), f'{path}: {key} {root}'
+
+
+def test_data_speed_benchmark_runs(capsys):
+    """benchmarks/data_speed.py end to end on a tiny set: both rates printed, the same crops."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('data_speed', osp.join(REPO, 'benchmarks', 'data_speed.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(['--images', '2', '--samples', '16', '--batch-size', '4', '--workers', '0'])
+    out = capsys.readouterr().out
+    assert re.search(r'LMDB +: +[\d.]+ images/s', out) and re.search(r'PNG folders : +[\d.]+ images/s', out)
+    assert 'same crops: yes' in out
