@@ -62,6 +62,11 @@ class AdFlowNet(nn.Module):
         embed_blocks (list[int]): RRDB blocks (0-based) concatenated into the embedding. Default: [1, 4, 6, 8].
         cond_upsample (str): Conditioning above LR resolution: 'learned' uses the RRDB's own upsampling
             convolutions (SRFlow's fea_up2/fea_up4), 'interpolate' resizes the trunk output. Default: 'learned'.
+        cond_upsample_act (bool): With 'learned', condition on the upsampling stages' LeakyReLU outputs rather
+            than their convolution outputs (SRFlow: its in-place LeakyReLU overwrites fea_up2/fea_up4 before the
+            flow reads them). Default: False.
+        trunk_residual (str): 'conv_first' (ESRGAN, BasicSR) or 'body' (SRFlow's RRDBNet adds trunk_conv to the
+            last block's output); see :class:`RRDBEmbedNet`. Default: 'conv_first'.
         cond_resize (str): Interpolation mode for resizing the block concatenation to each level
             ('nearest' as SRFlow, or 'bilinear'). Default: 'nearest'.
         num_levels (int): Flow levels L. Default: 3 at 4x, 4 at 6x and 8x (paper Sec. 3.4).
@@ -93,7 +98,7 @@ class AdFlowNet(nn.Module):
                  hidden_channels=64, rotation='random', transition_rotation=None, coupling=True, injector=True,
                  injector_first=False, coupling_scale='inv_sigmoid', scale_offset=2.0, affine_eps=1e-4,
                  net_actnorm=True, num_splits=None, split_cond=False, prior='gaussian', predict_scale=False,
-                 rotation_seed=None, pretrained_embed=None):
+                 rotation_seed=None, pretrained_embed=None, cond_upsample_act=False, trunk_residual='conv_first'):
         super().__init__()
         self.scale = int(scale)
         self.num_in_ch = num_in_ch
@@ -101,6 +106,7 @@ class AdFlowNet(nn.Module):
         if cond_upsample not in ('learned', 'interpolate'):
             raise ValueError(f"cond_upsample must be 'learned' or 'interpolate', got {cond_upsample!r}")
         self.cond_upsample, self.cond_resize = cond_upsample, cond_resize
+        self.cond_upsample_act = bool(cond_upsample_act)
         generator = None
         if rotation_seed is not None:
             generator = torch.Generator().manual_seed(int(rotation_seed))
@@ -112,7 +118,8 @@ class AdFlowNet(nn.Module):
             self.predict_scale = bool(predict_scale)
             self.embed = RRDBEmbedNet(num_in_ch, num_feat, num_block, num_grow_ch, embed_blocks=(),
                                       upsample=upsample_factors(self.scale),
-                                      num_out_ch=num_in_ch * (2 if predict_scale else 1))
+                                      num_out_ch=num_in_ch * (2 if predict_scale else 1),
+                                      trunk_residual=trunk_residual)
             self.levels = nn.ModuleList()
         else:
             if predict_scale:
@@ -127,7 +134,7 @@ class AdFlowNet(nn.Module):
             while num_up < len(factors) and math.prod(factors[:num_up]) < max(ratios):
                 num_up += 1
             self.embed = RRDBEmbedNet(num_in_ch, num_feat, num_block, num_grow_ch, embed_blocks,
-                                      upsample=factors[:num_up])
+                                      upsample=factors[:num_up], trunk_residual=trunk_residual)
             cond_channels = self.embed.out_channels
             num_splits = self.num_levels - 1 if num_splits is None else int(num_splits)
             if not 0 <= num_splits < self.num_levels:
@@ -178,7 +185,7 @@ class AdFlowNet(nn.Module):
             mean, logb = (out[:, :self.num_in_ch], out[:, self.num_in_ch:]) if self.predict_scale else (out, None)
             return LRCondition([], (h, w), pad, image=(mean, logb))
         trunk, blocks = self.embed.trunk(lq)
-        ups = self.embed.upsampled(trunk, len(self.embed.upsample))
+        ups = self.embed.upsampled(trunk, len(self.embed.upsample), activated=self.cond_upsample_act)
         cum = [math.prod(self.embed.upsample[:i + 1]) for i in range(len(ups))]
         hp, wp = lq.shape[2:]
         levels = []

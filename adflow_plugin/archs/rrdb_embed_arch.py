@@ -34,8 +34,8 @@ class RRDBEmbedNet(nn.Module):
     ``num_feat * (len(embed_blocks) + 1)`` channels (320 by default).
 
     Optionally the network also has ``num_upsample`` upsampling stages (``conv_up1``, ...) whose
-    pre-activation outputs serve as conditioning at resolutions above the LR (SRFlow's ``fea_up2``,
-    ``fea_up4``), and an image head (``conv_hr``, ``conv_last``) when ``num_out_ch`` is set.
+    outputs serve as conditioning at resolutions above the LR (SRFlow's ``fea_up2``, ``fea_up4``; see
+    :meth:`upsampled`), and an image head (``conv_hr``, ``conv_last``) when ``num_out_ch`` is set.
 
     Args:
         num_in_ch (int): Input channels. Default: 3.
@@ -46,11 +46,17 @@ class RRDBEmbedNet(nn.Module):
             (the paper's "blocks 1, 4, 6 and 8"; SRFlow used [1, 8, 15, 22] at 4x and [1, 3, 5, 7] at 8x).
         upsample (list[int]): Factors of the upsampling stages (e.g. [2, 2] for 4x). Default: none.
         num_out_ch (int | None): Channels of an image head after the upsampling stages. Default: None.
+        trunk_residual (str): What ``conv_body`` is added to: 'conv_first' (ESRGAN, BasicSR: the output of
+            ``conv_first``) or 'body' (SRFlow's RRDBNet: the last block's output, since its loop overwrites
+            the variable holding ``conv_first``'s output). Default: 'conv_first'.
     """
 
     def __init__(self, num_in_ch=3, num_feat=64, num_block=23, num_grow_ch=32, embed_blocks=(1, 4, 6, 8), upsample=(),
-                 num_out_ch=None):
+                 num_out_ch=None, trunk_residual='conv_first'):
         super().__init__()
+        if trunk_residual not in ('conv_first', 'body'):
+            raise ValueError(f"trunk_residual must be 'conv_first' (ESRGAN) or 'body' (SRFlow), got {trunk_residual!r}")
+        self.trunk_residual = trunk_residual
         embed_blocks = [int(b) for b in embed_blocks]
         bad = [b for b in embed_blocks if not 0 <= b < num_block]
         if bad:
@@ -81,17 +87,18 @@ class RRDBEmbedNet(nn.Module):
             body = block(body)
             if i in self.embed_blocks:
                 taps[i] = body
-        trunk = feat + self.conv_body(body)
+        trunk = (feat if self.trunk_residual == 'conv_first' else body) + self.conv_body(body)
         blocks = torch.cat([taps[b] for b in self.embed_blocks], dim=1) if taps else None
         return trunk, blocks
 
-    def upsampled(self, trunk, num_stages):
-        """Pre-activation outputs of the first ``num_stages`` upsampling stages."""
+    def upsampled(self, trunk, num_stages, activated=False):
+        """Outputs of the first ``num_stages`` upsampling stages: before the LeakyReLU, or after it when
+        ``activated`` (what SRFlow's flow reads: its in-place LeakyReLU overwrites fea_up2, fea_up4, ...)."""
         outs, feat = [], trunk
         for i in range(num_stages):
             pre = getattr(self, f'conv_up{i + 1}')(F.interpolate(feat, scale_factor=self.upsample[i], mode='nearest'))
-            outs.append(pre)
             feat = F.leaky_relu(pre, 0.2)
+            outs.append(feat if activated else pre)
         return outs
 
     def forward(self, x):
