@@ -33,3 +33,61 @@ def run_cli(args, cwd, timeout=600, check=True, env=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def write_options(folder, opt):
+    """Write an options dict as YAML into ``folder``/<name>.yml; return the path."""
+    import yaml
+    path = os.path.join(str(folder), f'{opt["name"]}.yml')
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
+
+
+TINY_G = dict(type='AdFlowNet', num_feat=8, num_block=1, num_grow_ch=4, embed_blocks=[0], flow_depth=1,
+              num_transition=1, hidden_channels=8)
+
+
+def tiny_flow_options(data, name, scale=4, stage=1, total_iter=6, gt_size=32, lmdb=True, pretrain=None, val=True,
+                      **train):
+    """A tiny AdFlowModel config on the demo data: stage 1 (BaseFlow, NLL only) or 2 (AdFlow, + GAN)."""
+    tr = data['train']
+    opt = {
+        'name': name, 'model_type': 'AdFlowModel', 'scale': scale, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': {
+                'name': 'demo', 'type': 'PairedImageDataset',
+                'dataroot_gt': tr['gt_lmdb'] if lmdb else tr['gt'],
+                'dataroot_lq': tr[f'lq_x{scale}_lmdb'] if lmdb else tr[f'lq_x{scale}'],
+                'filename_tmpl': '{}', 'io_backend': {'type': 'lmdb' if lmdb else 'disk'},
+                'gt_size': gt_size, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
+                'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 10, 'prefetch_mode': None},
+        },
+        'network_g': dict(TINY_G, scale=scale),
+        'path': {'pretrain_network_g': pretrain, 'param_key_g': 'params_ema', 'strict_load_g': True,
+                 'resume_state': None},
+        'train': {
+            'ema_decay': 0.9,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+            'total_iter': total_iter, 'warmup_iter': -1,
+            'nll_opt': {'type': 'FlowNLLLoss', 'loss_weight': 1.0, 'quant': 32},
+        },
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': total_iter, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+    }
+    if stage == 2:
+        opt['network_d'] = {'type': 'VGGStyleDiscriminatorAnySize', 'num_in_ch': 3, 'num_feat': 4,
+                            'input_size': gt_size}
+        opt['train']['optim_d'] = {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]}
+        opt['train']['gan_opt'] = {'type': 'GANLoss', 'gan_type': 'vanilla', 'real_label_val': 1.0,
+                                   'fake_label_val': 0.0, 'loss_weight': 0.01}
+    if val:
+        opt['datasets']['val'] = {'name': 'demo_val', 'type': 'PairedImageDataset',
+                                  'dataroot_gt': data['val']['gt'], 'dataroot_lq': data['val'][f'lq_x{scale}'],
+                                  'io_backend': {'type': 'disk'}}
+        opt['val'] = {'val_freq': total_iter, 'save_img': True, 'temperature': [0.0, 0.8], 'num_samples': 2,
+                      'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': scale, 'test_y_channel': False},
+                                  'lr_psnr': {'type': 'calculate_lr_psnr'}}}
+    opt['train'].update(train)
+    return opt

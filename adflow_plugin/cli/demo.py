@@ -9,7 +9,7 @@ import time
 
 REPO_OPTIONS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options')
 # (pipeline, options file in options/) run in order
-DEMO_STAGES = [('train', 'demo_ESRGAN_x4.yml'), ('test', 'test_demo_ESRGAN_x4.yml')]
+DEMO_STAGES = [('train', 'demo_BaseFlow_x4.yml'), ('train', 'demo_AdFlow_x4.yml'), ('test', 'test_demo_AdFlow_x4.yml')]
 
 
 def register(subparsers):

@@ -1,0 +1,370 @@
+"""AdFlowModel: BaseFlow (NLL only) and AdFlow (NLL + adversarial) training in BasicSR's trainer.
+
+Stage 1 (BaseFlow) has no ``network_d`` in its options; stage 2 (AdFlow) adds the discriminator and
+``gan_opt`` and starts from a BaseFlow checkpoint through ``path.pretrain_network_g`` (paper Sec. 3.5).
+"""
+import os.path as osp
+from collections import OrderedDict
+
+import torch
+import torch.distributed as dist
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from tqdm import tqdm
+
+from adflow_plugin.archs.flow_layers import ActNorm
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def temperature_tag(t):
+    return f't{float(t):g}'
+
+
+@MODEL_REGISTRY.register()
+class AdFlowModel(SRModel):
+    """Conditional-flow SR model (paper Sec. 3.3-3.5).
+
+    Options beyond SRModel's (``train``):
+        nll_opt: FlowNLLLoss options (the flow-based fidelity loss; its ``quant`` sets the dequantisation).
+        gan_opt, network_d, optim_d: the adversarial stage (relativistic, as ESRGAN); absent in stage 1.
+        pixel_opt, perceptual_opt: optional losses on the sample (off in the paper; for ablations).
+        temperature: sampling temperature of the training samples the GAN sees. Default: 1.0.
+        net_d_iters, net_d_init_iters: as BasicSR's SRGANModel. During the first net_d_init_iters the
+            generator trains on the NLL alone while the discriminator warms up.
+        fix_encoder_iters: keep the RRDB embedding fixed for this many iterations. Default: 0.
+        grad_clip_norm: clip gradients (generator and discriminator) to this norm. Default: off.
+        max_consecutive_skips: stop after this many consecutive skipped (non-finite) steps. Default: 100.
+    ``val``:
+        temperature: one value or a list; metrics are named ``<metric>_t<T>`` when there are several.
+        num_samples: samples per image (metrics see them as ``samples``; PSNR etc. use the first).
+        seed: base seed of the validation samples (the same images get the same latents every time).
+        best_metric: keep ``net_g_best.pth`` for the best value of this metric (its ``better`` option).
+    """
+
+    def __init__(self, opt):
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        super().__init__(opt)
+
+    # ------------------------------------------------------------------ set-up
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        logger = get_root_logger()
+        self.net_g.train()
+
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            logger.info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            load_path = self.opt['path'].get('pretrain_network_g', None)
+            if load_path is not None:
+                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+
+        self.net_d = None
+        if self.opt.get('network_d'):
+            self.net_d = self.model_to_device(build_network(self.opt['network_d']))
+            self.print_network(self.net_d)
+            load_path = self.opt['path'].get('pretrain_network_d', None)
+            if load_path is not None:
+                param_key = self.opt['path'].get('param_key_d', 'params')
+                self.load_network(self.net_d, load_path, self.opt['path'].get('strict_load_d', True), param_key)
+            self.net_d.train()
+
+        def loss(key):
+            return build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
+
+        self.cri_nll = loss('nll_opt')
+        self.cri_pix = loss('pixel_opt')
+        self.cri_perceptual = loss('perceptual_opt')
+        self.cri_gan = loss('gan_opt')
+        if self.cri_nll is None and self.cri_pix is None:
+            raise ValueError('AdFlowModel needs train.nll_opt (the flow NLL, e.g. {type: FlowNLLLoss}) '
+                             'or train.pixel_opt')
+        if (self.cri_gan is None) != (self.net_d is None):
+            raise ValueError('the adversarial stage needs both network_d and train.gan_opt (stage 1, BaseFlow, '
+                             'has neither)')
+        if (self.cri_gan or self.cri_pix or self.cri_perceptual) and self.cri_nll is None:
+            logger.warning('no nll_opt: the flow is trained without its likelihood')
+
+        self.net_d_iters = train_opt.get('net_d_iters', 1)
+        self.net_d_init_iters = train_opt.get('net_d_init_iters', 0)
+        self.train_temperature = float(train_opt.get('temperature', 1.0))
+        self.fix_encoder_iters = int(train_opt.get('fix_encoder_iters', 0))
+        self.grad_clip_norm = train_opt.get('grad_clip_norm')
+        self.max_consecutive_skips = int(train_opt.get('max_consecutive_skips', 100))
+
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self):
+        super().setup_optimizers()
+        if self.net_d is not None:
+            train_opt = self.opt['train']
+            optim_type = train_opt['optim_d'].pop('type')
+            self.optimizer_d = self.get_optimizer(optim_type, self.net_d.parameters(), **train_opt['optim_d'])
+            self.optimizers.append(self.optimizer_d)
+
+    # ------------------------------------------------------------------ EMA
+    def model_ema(self, decay=0.999):
+        """EMA of the parameters (BasicSR) plus verbatim copies of the buffers: ActNorm's ``initialized``
+        flags and the fixed random rotations are state, not averages. An ActNorm that was just
+        initialised from data is copied whole, so the EMA does not average its data-dependent
+        parameters with the zeros they started from."""
+        net_g = self.get_bare_model(self.net_g)
+        ema_modules = dict(self.net_g_ema.named_modules())
+        for name, module in net_g.named_modules():
+            if isinstance(module, ActNorm) and module.initialized and not ema_modules[name].initialized:
+                ema_modules[name].load_state_dict(module.state_dict())
+        super().model_ema(decay)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buf in net_g.named_buffers():
+            ema_buffers[name].data.copy_(buf.data)
+
+    # ------------------------------------------------------------------ training step
+    def _all_ranks_ok(self, ok):
+        """True only if ``ok`` holds on every process (so all skip a step together under DDP)."""
+        flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+        if self.opt['dist'] and dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+    def _finite_grads(self, params):
+        """Clip (if asked) and check the gradient norm; returns (ok, norm)."""
+        params = [p for p in params if p.grad is not None]
+        max_norm = self.grad_clip_norm if self.grad_clip_norm else float('inf')
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+        return bool(torch.isfinite(norm)), float(norm)
+
+    def _skip(self, optimizer, reason, current_iter):
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        logger = get_root_logger()
+        logger.warning(f'iter {current_iter}: skipped a step with {reason} ({self.skipped_steps} skipped so far, '
+                       f'{self.consecutive_skips} in a row)')
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            raise RuntimeError(
+                f'{self.consecutive_skips} consecutive training steps had non-finite losses or gradients; stopping. '
+                'Lower the learning rate, set train.grad_clip_norm, check the data, or resume from an earlier '
+                'checkpoint (train.max_consecutive_skips sets this limit).')
+
+    def _freeze_encoder_grads(self, current_iter):
+        if current_iter <= self.fix_encoder_iters:
+            for p in self.get_bare_model(self.net_g).embed.parameters():
+                p.grad = None if p.grad is None else torch.zeros_like(p.grad)
+
+    def optimize_parameters(self, current_iter):
+        loss_dict = OrderedDict()
+        gan_stage = self.net_d is not None
+        update_g_gan = gan_stage and current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
+        if gan_stage:
+            for p in self.net_d.parameters():
+                p.requires_grad = False
+
+        self.optimizer_g.zero_grad()
+        gt_in = self.cri_nll.dequantize(self.gt) if self.cri_nll else self.gt
+        need_sample = gan_stage or self.cri_pix is not None or self.cri_perceptual is not None
+        # one generator call: NLL of the HR and (if needed) a sample f^-1(z; x), DDP-safe
+        out = self.net_g(self.lq, gt_in, sample=need_sample, temperature=self.train_temperature)
+        self.output = out.get('sr')
+
+        l_g_total = 0
+        if self.cri_nll:
+            l_nll = self.cri_nll(out['logp'], out['logdet'], out['shape'])
+            l_g_total = l_g_total + l_nll
+            loss_dict['l_g_nll'] = l_nll.detach()
+        if self.output is not None and (not gan_stage or update_g_gan):
+            if self.cri_pix:
+                l_pix = self.cri_pix(self.output, self.gt)
+                l_g_total = l_g_total + l_pix
+                loss_dict['l_g_pix'] = l_pix.detach()
+            if self.cri_perceptual:
+                l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+                for name, value in (('l_g_percep', l_percep), ('l_g_style', l_style)):
+                    if value is not None:
+                        l_g_total = l_g_total + value
+                        loss_dict[name] = value.detach()
+
+        sample_ok = self.output is None or bool(torch.isfinite(self.output).all())
+        if not self._all_ranks_ok(sample_ok and bool(torch.isfinite(l_g_total))):
+            # nothing reaches the discriminator (its BatchNorm statistics stay clean) or the weights
+            self._skip(self.optimizer_g, 'a non-finite NLL or sample', current_iter)
+            loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps))
+            self.log_dict = self.reduce_loss_dict(loss_dict)
+            return
+
+        if update_g_gan:  # relativistic GAN loss, as ESRGAN
+            real_d_pred = self.net_d(self.gt).detach()
+            fake_g_pred = self.net_d(self.output)
+            l_g_real = self.cri_gan(real_d_pred - torch.mean(fake_g_pred), False, is_disc=False)
+            l_g_fake = self.cri_gan(fake_g_pred - torch.mean(real_d_pred), True, is_disc=False)
+            l_g_gan = (l_g_real + l_g_fake) / 2
+            l_g_total = l_g_total + l_g_gan
+            loss_dict['l_g_gan'] = l_g_gan.detach()
+
+        l_g_total.backward()
+        self._freeze_encoder_grads(current_iter)
+        ok, norm = self._finite_grads(self.net_g.parameters())
+        if self._all_ranks_ok(ok and bool(torch.isfinite(l_g_total))):
+            self.optimizer_g.step()
+            self.consecutive_skips = 0
+        else:
+            self._skip(self.optimizer_g, 'a non-finite generator loss or gradient', current_iter)
+        loss_dict['grad_norm_g'] = torch.tensor(norm)
+
+        if gan_stage:
+            self._optimize_d(current_iter, loss_dict)
+
+        loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps))
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def _optimize_d(self, current_iter, loss_dict):
+        for p in self.net_d.parameters():
+            p.requires_grad = True
+        self.optimizer_d.zero_grad()
+        fake = self.output.detach()
+        # real and fake backwarded separately, as ESRGANModel (DDP + BatchNorm in-place issue)
+        fake_d_pred = self.net_d(fake).detach()
+        real_d_pred = self.net_d(self.gt)
+        l_d_real = self.cri_gan(real_d_pred - torch.mean(fake_d_pred), True, is_disc=True) * 0.5
+        l_d_real.backward()
+        fake_d_pred = self.net_d(fake)
+        l_d_fake = self.cri_gan(fake_d_pred - torch.mean(real_d_pred.detach()), False, is_disc=True) * 0.5
+        l_d_fake.backward()
+        ok, _ = self._finite_grads(self.net_d.parameters())
+        if self._all_ranks_ok(ok and bool(torch.isfinite(l_d_real + l_d_fake))):
+            self.optimizer_d.step()
+        else:
+            self._skip(self.optimizer_d, 'a non-finite discriminator loss or gradient', current_iter)
+        loss_dict['l_d_real'] = l_d_real.detach()
+        loss_dict['l_d_fake'] = l_d_fake.detach()
+        loss_dict['out_d_real'] = torch.mean(real_d_pred.detach())
+        loss_dict['out_d_fake'] = torch.mean(fake_d_pred.detach())
+
+    # ------------------------------------------------------------------ inference
+    def _test_net(self):
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+
+    @torch.no_grad()
+    def sample(self, lq, temperature, num_samples=1, seed=None):
+        """``num_samples`` SR samples of ``lq`` at ``temperature`` (the embedding computed once)."""
+        net = self._test_net()
+        was_training = net.training
+        net.eval()
+        cond = net.condition(lq)
+        outs = [net.decode(temperature=temperature, cond=cond, seed=None if seed is None else seed + i)
+                for i in range(num_samples)]
+        net.train(was_training)
+        return outs
+
+    def test(self):
+        val_opt = self.opt.get('val', {})
+        temperature = _as_list(val_opt.get('temperature', 1.0))[0]
+        self.output = self.sample(self.lq, temperature, 1, val_opt.get('seed', 0))[0]
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        val_opt = self.opt['val']
+        temperatures = [float(t) for t in _as_list(val_opt.get('temperature', 1.0))]
+        num_samples = int(val_opt.get('num_samples', 1))
+        base_seed = int(val_opt.get('seed', 0))
+        metrics_opt = val_opt.get('metrics') or {}
+        multi_t = len(temperatures) > 1
+
+        def metric_name(name, t):
+            return f'{name}_{temperature_tag(t)}' if multi_t else name
+
+        names = [metric_name(n, t) for t in temperatures for n in metrics_opt]
+        if metrics_opt:
+            self.metric_results = {n: 0 for n in names}
+            self._initialize_best_metric_results(dataset_name)
+            record = self.best_metric_results[dataset_name]
+            for t in temperatures:
+                for n, o in metrics_opt.items():
+                    better = o.get('better', 'higher')
+                    record.setdefault(metric_name(n, t), dict(
+                        better=better, val=float('-inf') if better == 'higher' else float('inf'), iter=-1))
+        pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
+
+        count = 0
+        for idx, val_data in enumerate(dataloader):
+            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+            self.feed_data(val_data)
+            lq_img = tensor2img([self.lq.detach().cpu()])
+            gt_img = tensor2img([self.gt.detach().cpu()]) if hasattr(self, 'gt') else None
+            for t in temperatures:
+                srs = self.sample(self.lq, t, num_samples, seed=base_seed + 1000 * idx)
+                sr_imgs = [tensor2img([s.detach().cpu()]) for s in srs]
+                self.output = srs[0]
+                if save_img:
+                    for k, sr_img in enumerate(sr_imgs):
+                        imwrite(sr_img, self._image_path(img_name, dataset_name, t, k, num_samples, current_iter))
+                for name, opt_ in metrics_opt.items():
+                    data = dict(img=sr_imgs[0], lq=lq_img)
+                    if gt_img is not None:
+                        data['img2'] = gt_img
+                    if num_samples > 1:
+                        data['samples'] = sr_imgs
+                    if 'scale' not in opt_:
+                        data['scale'] = self.opt['scale']
+                    self.metric_results[metric_name(name, t)] += calculate_metric(data, opt_)
+            if hasattr(self, 'gt'):
+                del self.gt
+            del self.lq
+            count += 1
+            if pbar:
+                pbar.update(1)
+                pbar.set_description(f'Test {img_name}')
+        if pbar:
+            pbar.close()
+
+        if metrics_opt:
+            for name in self.metric_results:
+                self.metric_results[name] /= max(count, 1)
+                self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+            self._save_best(dataset_name, current_iter)
+
+    def _image_path(self, img_name, dataset_name, t, k, num_samples, current_iter):
+        tag = temperature_tag(t) + (f'_s{k}' if num_samples > 1 else '')
+        if self.opt['is_train']:
+            return osp.join(self.opt['path']['visualization'], img_name, f'{img_name}_{tag}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix') or self.opt['name']
+        return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{tag}_{suffix}.png')
+
+    def _save_best(self, dataset_name, current_iter):
+        best = self.opt['val'].get('best_metric')
+        if not best or not self.opt['is_train']:
+            return
+        record = self.best_metric_results[dataset_name].get(best)
+        if record is None:
+            raise KeyError(f'val.best_metric {best!r} is not a validation metric; choose one of '
+                           f'{sorted(self.best_metric_results[dataset_name])}')
+        if record['iter'] == current_iter:
+            get_root_logger().info(f'New best {best} = {record["val"]:.4f} at iter {current_iter}: saving net_g_best')
+            self._save_g('best')
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_g(self, current_iter):
+        if hasattr(self, 'net_g_ema'):
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+
+    def save(self, epoch, current_iter):
+        self._save_g(current_iter)
+        if self.net_d is not None:
+            self.save_network(self.net_d, 'net_d', current_iter)
+        self.save_training_state(epoch, current_iter)

@@ -1,0 +1,163 @@
+"""AdFlowModel through BasicSR's real trainer (CLI) and in-process for the step-level guarantees."""
+import copy
+import glob
+import os
+import re
+
+import pytest
+import torch
+from basicsr.models import build_model
+
+from adflow_plugin.archs.flow_layers import ActNorm, RandomRotation
+from tests.conftest import tiny_flow_options, write_options
+
+
+def log_values(log_text, key):
+    return [float(v) for v in re.findall(rf'{key}: (-?[\d.]+e[+-]\d+)', log_text)]
+
+
+def train_log(exp_dir):
+    logs = sorted(glob.glob(os.path.join(exp_dir, 'train_*.log')))
+    with open(logs[-1]) as f:
+        return f.read()
+
+
+def in_process_model(opt, tmp_path):
+    """An AdFlowModel built from an options dict the way BasicSR's parse_options completes it."""
+    opt = copy.deepcopy(opt)
+    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False)
+    root = str(tmp_path / 'experiments' / opt['name'])
+    opt['path'].update(experiments_root=root, models=os.path.join(root, 'models'),
+                       training_states=os.path.join(root, 'training_states'), log=root,
+                       visualization=os.path.join(root, 'visualization'))
+    for phase, d in opt['datasets'].items():
+        d['phase'] = phase.split('_')[0]
+        d['scale'] = opt['scale']
+    return build_model(opt)
+
+
+def batch(scale=4, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gt = torch.rand(2, 3, size * scale, size * scale, generator=g)
+    return {'lq': torch.nn.functional.avg_pool2d(gt, scale), 'gt': gt}
+
+
+def test_baseflow_then_adflow_through_cli(demo_data, cli, tmp_path):
+    # stage 1: NLL only; the NLL falls
+    stage1 = tiny_flow_options(demo_data, 'baseflow_tiny', total_iter=30, lr=None)
+    stage1['train']['optim_g']['lr'] = 2e-3
+    stage1['logger']['print_freq'] = 5
+    cli(['train', '-opt', write_options(tmp_path, stage1)], cwd=tmp_path)
+    exp1 = tmp_path / 'experiments' / 'baseflow_tiny'
+    log1 = train_log(exp1)
+    nll = log_values(log1, 'l_g_nll')
+    assert len(nll) == 6 and nll[-1] < nll[0] - 0.5, nll
+    assert 'lr_psnr_t0' in log1 and 'psnr_t0.8' in log1
+    assert (exp1 / 'models' / 'net_g_latest.pth').is_file()
+    # validation images name temperature and sample
+    assert glob.glob(str(exp1 / 'visualization' / '*' / '*_t0.8_s1_30.png'))
+
+    # stage 2: starts from the BaseFlow checkpoint, trains with the discriminator, validates with LR-PSNR
+    stage2 = tiny_flow_options(demo_data, 'adflow_tiny', stage=2, total_iter=4,
+                               pretrain=str(exp1 / 'models' / 'net_g_latest.pth'))
+    stage2['val']['best_metric'] = 'lr_psnr_t0.8'
+    cli(['train', '-opt', write_options(tmp_path, stage2)], cwd=tmp_path)
+    exp2 = tmp_path / 'experiments' / 'adflow_tiny'
+    log2 = train_log(exp2)
+    assert 'Loading AdFlowNet model from' in log2 and 'net_g_latest.pth' in log2
+    assert len(log_values(log2, 'l_g_gan')) == 4 and len(log_values(log2, 'l_d_real')) == 4
+    lr_psnr = [float(v) for v in re.findall(r'# lr_psnr_t0.8: ([\d.]+)', log2)]
+    assert lr_psnr and 10 < lr_psnr[-1] <= 100
+    for name in ('net_g_latest.pth', 'net_d_latest.pth', 'net_g_best.pth'):
+        assert (exp2 / 'models' / name).is_file(), name
+
+
+def test_interrupted_adflow_resumes(demo_data, cli, tmp_path):
+    opt = tiny_flow_options(demo_data, 'adflow_resume', stage=2, total_iter=6, val=False)
+    opt['logger']['save_checkpoint_freq'] = 3
+    path = write_options(tmp_path, opt)
+    # first run stops at iteration 3 (as if killed after its checkpoint)
+    cli(['train', '-opt', path, '--force_yml', 'train:total_iter=3'], cwd=tmp_path)
+    cli(['train', '-opt', path, '--auto_resume'], cwd=tmp_path)
+    log = train_log(tmp_path / 'experiments' / 'adflow_resume')
+    assert 'Resuming training from epoch' in log and 'iter: 3.' in log
+    assert re.search(r'iter:\s+6,', log)
+    assert (tmp_path / 'experiments' / 'adflow_resume' / 'training_states' / '6.state').is_file()
+
+
+def test_nan_step_is_skipped_and_weights_untouched(demo_data, tmp_path):
+    torch.manual_seed(0)
+    opt = tiny_flow_options(demo_data, 'nan_step', stage=2, val=False)
+    model = in_process_model(opt, tmp_path)
+    model.feed_data(batch())
+    model.optimize_parameters(1)  # a normal step: initialises ActNorm, fills Adam's state
+    g_before = copy.deepcopy(model.net_g.state_dict())
+    d_before = copy.deepcopy(model.net_d.state_dict())
+    adam_before = copy.deepcopy(model.optimizer_g.state_dict())
+
+    bad = batch(seed=1)
+    bad['lq'][0, 0, 0, 0] = float('nan')
+    model.feed_data(bad)
+    model.optimize_parameters(2)
+    assert model.skipped_steps == 1 and model.log_dict['skipped_steps'] == 1
+    for k, v in model.net_g.state_dict().items():
+        assert torch.equal(v, g_before[k]), k
+    for k, v in model.net_d.state_dict().items():  # BatchNorm statistics included
+        assert torch.equal(v, d_before[k]), k
+    assert model.optimizer_g.state_dict()['state'][0]['step'] == adam_before['state'][0]['step']
+
+    model.feed_data(batch(seed=2))
+    model.optimize_parameters(3)  # training goes on
+    assert model.consecutive_skips == 0
+    assert any(not torch.equal(v, g_before[k]) for k, v in model.net_g.state_dict().items())
+
+
+def test_consecutive_skips_stop_training(demo_data, tmp_path):
+    opt = tiny_flow_options(demo_data, 'nan_stop', val=False, max_consecutive_skips=2)
+    model = in_process_model(opt, tmp_path)
+    bad = batch()
+    bad['gt'][:] = float('inf')
+    model.feed_data(bad)
+    model.optimize_parameters(1)
+    with pytest.raises(RuntimeError, match='consecutive training steps'):
+        model.optimize_parameters(2)
+
+
+def test_ema_carries_actnorm_init_and_rotation_buffers(demo_data, tmp_path):
+    torch.manual_seed(0)
+    opt = tiny_flow_options(demo_data, 'ema', val=False, ema_decay=0.999)
+    model = in_process_model(opt, tmp_path)
+    net, ema = model.net_g, model.net_g_ema
+    rotations = [n for n, m in net.named_modules() if isinstance(m, RandomRotation)]
+    assert rotations
+    model.feed_data(batch())
+    model.optimize_parameters(1)
+    ema_modules = dict(ema.named_modules())
+    for name, m in net.named_modules():
+        if isinstance(m, ActNorm):
+            assert bool(m.initialized) and bool(ema_modules[name].initialized), name
+            # initialised from data and copied whole (not averaged with the zeros it started from)
+            assert ema_modules[name].bias.abs().sum() > 0, name
+            torch.testing.assert_close(ema_modules[name].bias, m.bias, atol=0.05, rtol=0.05)
+    for name in rotations:
+        assert torch.equal(ema_modules[name].weight, dict(net.named_modules())[name].weight)
+    # the EMA net samples like the trained one right away (no zeroed ActNorm)
+    with torch.no_grad():
+        sr = model.sample(batch()['lq'], 0.0)[0]
+    assert torch.isfinite(sr).all() and sr.std() > 0
+
+
+def test_fix_encoder_iters_keeps_embedding(demo_data, tmp_path):
+    opt = tiny_flow_options(demo_data, 'fix_enc', val=False, fix_encoder_iters=2)
+    model = in_process_model(opt, tmp_path)
+    embed_before = copy.deepcopy(model.net_g.embed.state_dict())
+    flow_before = copy.deepcopy(model.net_g.levels.state_dict())
+    for it in (1, 2):
+        model.feed_data(batch(seed=it))
+        model.optimize_parameters(it)
+    for k, v in model.net_g.embed.state_dict().items():
+        assert torch.equal(v, embed_before[k]), k
+    assert any(not torch.equal(v, flow_before[k]) for k, v in model.net_g.levels.state_dict().items())
+    model.feed_data(batch(seed=3))
+    model.optimize_parameters(3)
+    assert any(not torch.equal(v, embed_before[k]) for k, v in model.net_g.embed.state_dict().items())
