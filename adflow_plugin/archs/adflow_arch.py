@@ -7,6 +7,7 @@ coupling, injector before coupling, transition steps, its split rule) and the L1
 or eq. (4) (``predict_scale: true``).
 """
 import math
+import os
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -152,6 +153,10 @@ class AdFlowNet(nn.Module):
             self.levels = nn.ModuleList(levels)
             self.latent_channels = c
         if pretrained_embed:
+            if not os.path.isfile(pretrained_embed):
+                raise FileNotFoundError(
+                    f'network_g.pretrained_embed: {pretrained_embed} does not exist. Train the RRDB first '
+                    f'(options/train_RRDB_PSNR_x{self.scale}.yml) or set pretrained_embed: ~ to start E from scratch.')
             state = torch.load(pretrained_embed, map_location='cpu', weights_only=True)
             state = state.get('params_ema', state.get('params', state))
             load_basicsr_rrdb(self.embed, state)

@@ -1,0 +1,99 @@
+"""Every shipped options file parses with BasicSR's loader and builds its networks at full size."""
+import glob
+import os
+from collections import OrderedDict
+
+import pytest
+import torch
+import yaml
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.utils.options import ordered_yaml
+
+from tests.conftest import OPTIONS
+
+FILES = sorted(glob.glob(os.path.join(OPTIONS, '*.yml')) + glob.glob(os.path.join(OPTIONS, 'ablation', '*.yml')))
+
+
+def load(path):
+    with open(path) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])
+
+
+def params(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def network_options(opt, key):
+    net_opt = OrderedDict(opt[key])
+    embed = net_opt.get('pretrained_embed')
+    if embed and not os.path.isfile(embed):
+        net_opt['pretrained_embed'] = None  # a stage-1 prerequisite users train first
+    return net_opt
+
+
+@pytest.mark.parametrize('path', FILES, ids=[os.path.relpath(f, OPTIONS) for f in FILES])
+def test_options_file_builds(path):
+    opt = load(path)
+    for key in ('name', 'model_type', 'scale', 'num_gpu', 'datasets', 'network_g', 'path'):
+        assert key in opt, f'{path}: missing {key}'
+    nets = {key: build_network(network_options(opt, key)) for key in ('network_g', 'network_d') if key in opt}
+    for key in ('nll_opt', 'gan_opt', 'pixel_opt'):
+        if key in opt.get('train', {}):
+            build_loss(OrderedDict(opt['train'][key]))
+    g = nets['network_g']
+    if opt['network_g']['type'] == 'AdFlowNet' and 'demo' not in path:
+        gt_size = opt['datasets']['train']['gt_size'] if 'train' in opt['datasets'] else 160
+        assert gt_size % (opt['scale'] * g.lr_multiple) == 0
+    if 'network_d' in opt and 'train' in opt['datasets']:
+        d = nets['network_d']
+        size = opt['datasets']['train']['gt_size']
+        with torch.no_grad():
+            d.eval()
+            assert d(torch.zeros(1, 3, size, size)).shape == (1, 1)
+    assert params(g) > 0
+
+
+PAPER = {  # scale: (HR patch, stage-1 lr, adversarial weight, D lr, levels) from the paper, Sec. 3.4-3.5
+    4: (160, 1e-5, 1e-2, 1e-3, 3),
+    6: (144, None, 1e-2, 1e-3, 4),
+    8: (160, 1e-6, 0.1, 1e-4, 4),
+}
+
+
+@pytest.mark.parametrize('scale', [4, 6, 8])
+def test_paper_values(scale):
+    patch, lr1, gan_w, d_lr, levels = PAPER[scale]
+    base = load(os.path.join(OPTIONS, f'train_BaseFlow_x{scale}.yml'))
+    ad = load(os.path.join(OPTIONS, f'train_AdFlow_x{scale}.yml'))
+    for opt in (base, ad):
+        assert opt['datasets']['train']['gt_size'] == patch
+        assert opt['network_g']['num_levels'] == levels
+        assert opt['network_g']['rotation'] == 'random' and opt['network_g']['coupling_scale'] == 'inv_sigmoid'
+        assert opt['network_g']['embed_blocks'] == [1, 4, 6, 8]
+        assert opt['train']['total_iter'] == 200000 and opt['train']['nll_opt']['quant'] == 32
+        assert opt['datasets']['train']['dataroot_gt'] == 'datasets/DF2K/DF2K_HR_sub.lmdb'
+    if lr1 is not None:
+        assert base['train']['optim_g']['lr'] == lr1
+    assert 'network_d' not in base and 'gan_opt' not in base['train']
+    assert base['val']['temperature'] == 0.9 and ad['val']['temperature'] == 1.0
+    assert ad['network_d']['num_feat'] == 16 and ad['network_d']['input_size'] == patch
+    assert ad['train']['gan_opt']['loss_weight'] == gan_w and ad['train']['optim_d']['lr'] == d_lr
+    assert ad['path']['pretrain_network_g'] == f'experiments/BaseFlow_x{scale}_DF2K/models/net_g_latest.pth'
+    assert ad['val']['best_metric'] == 'lpips' and ad['val']['metrics']['lpips']['better'] == 'lower'
+
+
+@pytest.mark.parametrize('scale', [4, 6, 8])
+def test_esrgan_options_keep_basicsr_stock_keys(scale):
+    """The baselines are BasicSR's stock ESRGAN recipe: same keys, same training values."""
+    esr = load(os.path.join(OPTIONS, f'train_ESRGAN_x{scale}.yml'))
+    psnr = load(os.path.join(OPTIONS, f'train_RRDB_PSNR_x{scale}.yml'))
+    assert list(esr) == ['name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g',
+                         'network_d', 'path', 'train', 'val', 'logger', 'dist_params']
+    assert esr['model_type'] == 'ESRGANModel' and psnr['model_type'] == 'SRModel'
+    t = esr['train']
+    assert t['optim_g']['lr'] == 1e-4 and t['total_iter'] == 400000 and t['pixel_opt']['loss_weight'] == 1e-2
+    assert t['gan_opt']['loss_weight'] == 5e-3 and t['perceptual_opt']['layer_weights'] == {'conv5_4': 1}
+    assert psnr['train']['optim_g']['lr'] == 2e-4 and psnr['train']['total_iter'] == 1000000
+    assert esr['network_g']['type'] == ('RRDBNet' if scale == 4 else 'MultiScaleRRDBNet')
+    assert esr['path']['pretrain_network_g'] == f'experiments/RRDB_PSNR_x{scale}_DF2K/models/net_g_latest.pth'
