@@ -6,8 +6,11 @@ FlowStep, CondAffineSeparatedAndCond, Split2d), give every tensor its own values
 that each value lands where its name says, that the network loads strictly and round-trips, and that a
 flow step, a transition step and a split prior compute SRFlow's formulas on those tensors.
 """
+import contextlib
+import io
 import math
 import os
+import re
 from collections import OrderedDict
 
 import pytest
@@ -116,28 +119,36 @@ def one_thread():
 
 
 @pytest.fixture(scope='module')
-def converted(tmp_path_factory):
-    """{scale: (source state, source path, converted path, report)} for 4x and 8x, through the files."""
+def net4():
+    with torch.no_grad():
+        return build_srflow_network(4)
+
+
+@pytest.fixture(scope='module')
+def converted(tmp_path_factory, net4):
+    """{scale: (source state, source path, converted path, report, CLI output)}: 4x through ``basicsr
+    convert-srflow`` (in process), 8x through :func:`convert_file`."""
+    from adflow_plugin.cli import main
     root = tmp_path_factory.mktemp('srflow')
     out = {}
     for scale in (4, 8):
         state = distinctive_state(scale, seed=scale)
         src, dst = root / f'SRFlow_DF2K_{scale}X.pth', root / f'SRFlow_{scale}x_converted.pth'
         torch.save(state, src)
-        report = convert_file(str(src), str(dst), scale)
-        out[scale] = (state, src, dst, report)
+        printed = io.StringIO()
+        if scale == 4:
+            with contextlib.redirect_stdout(printed):
+                assert main(['convert-srflow', str(src), str(dst), '--scale', '4']) == 0
+            report = convert_state_dict(state, scale, net4)[1]
+        else:
+            report = convert_file(str(src), str(dst), scale)
+        out[scale] = (state, src, dst, report, printed.getvalue())
     return out
-
-
-@pytest.fixture(scope='module')
-def net4():
-    with torch.no_grad():
-        return build_srflow_network(4)
 
 
 @pytest.mark.parametrize('scale', [4, 8])
 def test_every_value_lands_where_its_name_says(converted, scale):
-    state, _, dst, report = converted[scale]
+    state, _, dst, report, _ = converted[scale]
     spec = srflow_spec(scale)
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)
     assert list(ckpt) == ['params']
@@ -158,7 +169,7 @@ def test_every_value_lands_where_its_name_says(converted, scale):
 
 @pytest.mark.parametrize('scale', [4, 8])
 def test_converted_network_roundtrips_and_keeps_its_actnorms_in_training(converted, scale):
-    _, _, dst, _ = converted[scale]
+    _, _, dst, _, _ = converted[scale]
     net = build_srflow_network(scale)
     net.load_state_dict(torch.load(dst, weights_only=True)['params'], strict=True)
     g = torch.Generator().manual_seed(1)
@@ -182,7 +193,7 @@ def test_one_step_computes_srflow_formulas(converted):
     """A conditional step, a transition step and a split prior against SRFlow's formulas written out on the
     SRFlow-named tensors: ActNorm (x + b) e^logs; 1x1 conv; injector fFeatures then coupling fAffine, each
     (x + shift) * (sigmoid(s + 2) + 1e-4) with (shift, s) the even/odd output channels; split mean/logs."""
-    state, _, dst, _ = converted[4]
+    state, _, dst, _, _ = converted[4]
     net = build_srflow_network(4).double().eval()
     net.load_state_dict(torch.load(dst, weights_only=True)['params'], strict=True)
     s = {k: v.double() for k, v in state.items()}
@@ -325,16 +336,80 @@ def test_file_refusals_write_nothing_and_run_no_code(converted, tmp_path, monkey
         convert_file(str(src), str(existing), 4)
 
 
-def test_cli_converts_and_refuses(converted, tmp_path, cli, capsys):
+def test_cli_converts_and_refuses(converted, tmp_path, capsys):
     from adflow_plugin.cli import main
-    src = converted[4][1]
-    proc = cli(['convert-srflow', src, tmp_path / 'x4.pth', '--scale', '4'], cwd=tmp_path,
-               env={'OMP_NUM_THREADS': '1'})
-    assert '1725 tensors mapped, 8 dropped' in proc.stdout and (tmp_path / 'x4.pth').exists()
-    ref = torch.load(converted[4][2], weights_only=True)['params']
-    new = torch.load(tmp_path / 'x4.pth', weights_only=True)['params']
-    assert list(new) == list(ref) and all(torch.equal(new[k], ref[k]) for k in ref)
+    _, src, dst, _, printed = converted[4]
+    assert '1725 tensors mapped, 8 dropped' in printed and f'wrote {dst}' in printed
     assert main(['convert-srflow', str(src), str(tmp_path / 'x8.pth'), '--scale', '8']) == 2
     err = capsys.readouterr().err
     assert "basicsr convert-srflow: error: this is SRFlow's 4x layout, not 8x" in err
     assert not (tmp_path / 'x8.pth').exists()
+
+
+def trained_like_srflow_state(scale, lr, hr):
+    """The distinctive state with every ActNorm initialised from data (as SRFlow's first training step does),
+    so that sampling is as well conditioned as a real model's; returned under SRFlow's names."""
+    spec = srflow_spec(scale)
+    state = distinctive_state(scale, seed=10 + scale)
+    net = build_srflow_network(scale)
+    net.load_state_dict(convert_state_dict(state, scale, net)[0], strict=True)
+    for name, buf in net.named_buffers():
+        if name.endswith('.initialized'):
+            buf.zero_()
+    net.train()
+    with torch.no_grad():
+        net(lr, hr)
+    ours = net.state_dict()
+    return OrderedDict((src, ours[dst].clone() if dst else state[src]) for src, _, dst in spec), net.eval()
+
+
+def test_basicsr_test_runs_the_shipped_options_on_a_converted_checkpoint(tmp_path, cli):
+    """convert-srflow, then `basicsr test` with options/test_SRFlow_x4.yml (strict load) on two small images."""
+    import cv2
+    import numpy as np
+    import yaml
+    from basicsr.utils import img2tensor, tensor2img
+
+    from adflow_plugin.utils.matlab_resize import imresize_uint8
+    from tests.conftest import OPTIONS
+
+    g = torch.Generator().manual_seed(3)
+    for d in ('GT', 'LR'):
+        (tmp_path / 'data' / d).mkdir(parents=True)
+    for i in range(2):
+        coarse = torch.rand(1, 3, 6, 8, generator=g)
+        hr = F.interpolate(coarse, size=(48, 64), mode='bicubic', align_corners=False).clamp(0, 1)
+        img = (hr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(str(tmp_path / 'data' / 'GT' / f'im{i}.png'), img)
+        cv2.imwrite(str(tmp_path / 'data' / 'LR' / f'im{i}.png'), imresize_uint8(img, 1 / 4))
+    lq = img2tensor(cv2.imread(str(tmp_path / 'data' / 'LR' / 'im0.png')).astype(np.float32) / 255.)[None]
+    gt = img2tensor(cv2.imread(str(tmp_path / 'data' / 'GT' / 'im0.png')).astype(np.float32) / 255.)[None]
+    state, net = trained_like_srflow_state(4, lq, gt)
+    torch.save(state, tmp_path / 'SRFlow_DF2K_4X.pth')
+    from adflow_plugin.cli import main
+    assert main(['convert-srflow', str(tmp_path / 'SRFlow_DF2K_4X.pth'), str(tmp_path / 'x4.pth'), '--scale', '4']) == 0
+
+    with open(os.path.join(OPTIONS, 'test_SRFlow_x4.yml')) as f:
+        opt = yaml.safe_load(f)
+    opt['num_gpu'] = 0
+    opt['datasets'] = {'test_1': dict(opt['datasets']['test_1'], name='tiny', dataroot_gt=str(tmp_path / 'data' / 'GT'),
+                                      dataroot_lq=str(tmp_path / 'data' / 'LR'))}
+    opt['path']['pretrain_network_g'] = str(tmp_path / 'x4.pth')
+    assert opt['path']['strict_load_g'] is True
+    opt['val']['metrics'] = {k: v for k, v in opt['val']['metrics'].items() if k in ('psnr', 'ssim', 'lr_psnr')}
+    with open(tmp_path / 'test.yml', 'w') as f:
+        yaml.safe_dump(opt, f)
+    cli(['test', '-opt', tmp_path / 'test.yml'], cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+
+    logs = list((tmp_path / 'results' / 'test_SRFlow_x4').glob('test_test_SRFlow_x4_*.log'))
+    text = logs[0].read_text()
+    for metric in ('psnr', 'ssim', 'lr_psnr'):
+        value = re.search(rf'# {metric}: (\S+)', text)
+        assert value and math.isfinite(float(value.group(1))), text[-2000:]
+    saved = sorted((tmp_path / 'results' / 'test_SRFlow_x4' / 'visualization' / 'tiny').glob('im0_*.png'))
+    assert len(saved) == 1, saved
+    with torch.no_grad():  # the network the checkpoint came from (conversion is exact: tested above)
+        sr = net.decode(lq, temperature=0.9, seed=0)  # AdFlowModel: val.seed + 1000 * image index
+    assert torch.isfinite(sr).all()
+    diff = np.abs(tensor2img(sr).astype(int) - cv2.imread(str(saved[0])).astype(int))
+    assert diff.max() <= 1, diff.max()
