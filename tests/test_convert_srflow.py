@@ -397,6 +397,8 @@ def test_basicsr_test_runs_the_shipped_options_on_a_converted_checkpoint(tmp_pat
     opt['path']['pretrain_network_g'] = str(tmp_path / 'x4.pth')
     assert opt['path']['strict_load_g'] is True
     opt['val']['metrics'] = {k: v for k, v in opt['val']['metrics'].items() if k in ('psnr', 'ssim', 'lr_psnr')}
+    opt['val']['num_samples'] = 1
+    opt['val']['pbar'] = False
     with open(tmp_path / 'test.yml', 'w') as f:
         yaml.safe_dump(opt, f)
     cli(['test', '-opt', tmp_path / 'test.yml'], cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
