@@ -84,10 +84,10 @@ def imresize_np(img, scale, antialiasing=True, round_each_pass=None):
     out_h, out_w = _output_size(h, scale), _output_size(w, scale)
     wh = resize_weights(h, out_h, scale, antialiasing)
     ww = resize_weights(w, out_w, scale, antialiasing)
-    x = np.einsum('oh,hwc->owc', wh, x)
+    x = np.tensordot(wh, x, axes=([1], [0]))  # rows: (out_h, w, c)
     if round_each_pass:
         x = _round_uint8(x).astype(np.float64)
-    x = np.einsum('pw,owc->opc', ww, x)
+    x = np.tensordot(ww, x, axes=([1], [1])).transpose(1, 0, 2)  # columns: (out_h, out_w, c)
     if is_uint8:
         x = _round_uint8(x)
     if squeeze:
