@@ -321,12 +321,17 @@ def convert_file(src, dst, scale, overwrite=False):
     params, report = convert_state_dict(state, scale, net)
     net.load_state_dict(params, strict=True)
     folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(dst) + '.', suffix='.part', dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(dst) + '.', suffix='.part', dir=folder)
+    except OSError as e:
+        raise ConversionError(f'cannot write {dst}: {e}') from None
     os.close(fd)
     try:
         torch.save({'params': params}, tmp)
         os.replace(tmp, dst)
+    except OSError as e:  # a full disk, a read-only folder: say so without a traceback
+        raise ConversionError(f'cannot write {dst}: {e}') from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

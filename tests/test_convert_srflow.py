@@ -327,7 +327,7 @@ def test_file_refusals_write_nothing_and_run_no_code(converted, tmp_path, monkey
         raise OSError('No space left on device')
 
     monkeypatch.setattr(torch, 'save', failing_save)
-    with pytest.raises(OSError):
+    with pytest.raises(ConversionError, match='cannot write .*No space left'):
         convert_file(str(src), str(dst), 4)
     assert sorted(os.listdir(tmp_path)) == ['evil.pth', 'text.pth']  # no DST, no temporary file
     monkeypatch.undo()
