@@ -1,0 +1,147 @@
+"""Invertibility and log-determinant check of the generator an options file describes.
+
+This is what to run when samples look wrong (NaNs, black squares, colour casts): it builds
+``network_g`` (loading ``path.pretrain_network_g`` when that file exists), encodes and decodes a real
+photograph, compares the log-determinant with autograd's Jacobian on a tiny input in float64, and
+draws a sample.
+"""
+import json
+import os
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import yaml
+
+from adflow_plugin.archs.flow_check import check_levels, check_network
+from adflow_plugin.archs.flow_layers import ActNorm
+from adflow_plugin.data.demo import read_photo
+from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
+from adflow_plugin.utils.matlab_resize import imresize_uint8
+
+ROUNDTRIP_TOL = 1e-4
+LOGDET_REL_TOL = 1e-3
+# above this many HR dimensions the whole-network Jacobian is too slow on a CPU; each level is checked
+MAX_NETWORK_JACOBIAN_DIMS = 3072
+
+
+class FlowCheckError(ValueError):
+    """The options cannot be checked (not a flow generator, unreadable checkpoint ...)."""
+
+
+def load_options(path):
+    from basicsr.utils.options import ordered_yaml
+    with open(path) as f:
+        return yaml.load(f, Loader=ordered_yaml()[0])
+
+
+def build_generator(opt, scale=None, notes=None):
+    """AdFlowNet from ``opt['network_g']``, with the checkpoint of ``path.pretrain_network_g`` if it exists."""
+    from basicsr.archs import build_network
+    net_opt = OrderedDict(opt.get('network_g') or {})
+    if net_opt.get('type') != 'AdFlowNet':
+        raise FlowCheckError(f"flowcheck needs network_g.type: AdFlowNet, this file has {net_opt.get('type')!r}")
+    if scale is not None:
+        net_opt['scale'] = scale
+    embed = net_opt.get('pretrained_embed')
+    if embed and not os.path.isfile(embed):
+        notes.append(f'pretrained_embed {embed} not found: embedding left at its initialisation')
+        net_opt['pretrained_embed'] = None
+    net = build_network(net_opt)
+    ckpt = (opt.get('path') or {}).get('pretrain_network_g')
+    source = 'initialisation'
+    if ckpt and os.path.isfile(ckpt):
+        state = torch.load(ckpt, map_location='cpu', weights_only=True)
+        key = (opt.get('path') or {}).get('param_key_g', 'params')
+        state = state.get(key, state.get('params', state))
+        net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()}, strict=True)
+        source = ckpt
+    elif ckpt:
+        notes.append(f'pretrain_network_g {ckpt} not found: checking the untrained network')
+    return net, source
+
+
+def photo_pair(scale, hr_size, multiple):
+    """A centre crop of a real photograph (skimage's astronaut) and its MATLAB-bicubic LR, as tensors."""
+    step = scale * multiple
+    hr_size = max(step, hr_size // step * step)
+    img = read_photo('astronaut.png')
+    h, w = img.shape[:2]
+    if hr_size > min(h, w):
+        raise FlowCheckError(f'--hr-size {hr_size} is larger than the test photograph ({h}x{w})')
+    top, left = (h - hr_size) // 2, (w - hr_size) // 2
+    hr = np.ascontiguousarray(img[top:top + hr_size, left:left + hr_size, ::-1])  # BGR -> RGB
+    lr = imresize_uint8(hr, 1 / scale)
+
+    def tensor(a):
+        return torch.from_numpy(a.transpose(2, 0, 1).copy()).float().unsqueeze(0) / 255.
+
+    return tensor(lr), tensor(hr)
+
+
+def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0):
+    """Returns the report dict (see ``basicsr flowcheck --help``)."""
+    start = time.time()
+    notes = []
+    torch.manual_seed(seed)
+    net, source = build_generator(opt, scale, notes)
+    scale = net.scale
+    if hr_size is None:
+        hr_size = ((opt.get('datasets') or {}).get('train') or {}).get('gt_size') or 160
+    lr, hr = photo_pair(scale, int(hr_size), net.lr_multiple)
+    nll = FlowNLLLoss(quant=32)
+    actnorms = [m for m in net.modules() if isinstance(m, ActNorm)]
+    if actnorms and not all(bool(m.initialized) for m in actnorms):
+        net.train()
+        with torch.no_grad():
+            net(lr, nll.dequantize(hr))  # ActNorm's data-dependent initialisation, as the first training step
+        notes.append('ActNorm initialised from the photograph (untrained network)')
+    net.eval()
+    t = float(temperature if temperature is not None else _as_list((opt.get('val') or {}).get('temperature', 1.0))[0])
+    noisy = nll.dequantize(hr)
+    with torch.no_grad():
+        enc = net.encode(noisy, lr)
+        roundtrip = (net.decode(lr, latents=enc['latents']) - noisy).abs().max().item()
+        sample = net.decode(lr, temperature=t, seed=seed)
+    nll_bpd = nll.nll(enc['logp'], enc['logdet'], enc['shape']).mean().item()
+
+    # log-det against the autograd Jacobian, float64, on the smallest LR the layout takes
+    net64 = net.double()
+    m = net.lr_multiple
+    tiny_lr = lr.double()[:, :, :m, :m]
+    tiny_hr = hr.double()[:, :, :m * scale, :m * scale]
+    dims = tiny_hr.numel()
+    if net.image_space or dims <= MAX_NETWORK_JACOBIAN_DIMS:
+        reports = [check_network(net64, tiny_lr, tiny_hr)]
+        check = f'network ({dims} dims)'
+    else:
+        reports = check_levels(net64, tiny_lr)
+        check = f'each of {len(reports)} levels (network has {dims} dims at the smallest input)'
+    net.float()
+    logdet_rel = max(r['logdet_rel_err'] for r in reports)
+    return OrderedDict(
+        roundtrip_max_abs_err=roundtrip,
+        logdet_max_rel_err=logdet_rel,
+        nll_bits_per_dim=nll_bpd,
+        params=sum(p.numel() for p in net.parameters()),
+        ok=bool(roundtrip <= ROUNDTRIP_TOL and logdet_rel <= LOGDET_REL_TOL),
+        scale=scale,
+        hr_size=int(hr.shape[-1]),
+        logdet_check=check,
+        sample_temperature=t,
+        sample_nonfinite=int((~torch.isfinite(sample)).sum().item()),
+        sample_min=float(torch.nan_to_num(sample).min().item()),
+        sample_max=float(torch.nan_to_num(sample).max().item()),
+        weights=source,
+        notes=notes,
+        seconds=round(time.time() - start, 1),
+    )
+
+
+def _as_list(v):
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def format_report(report):
+    return json.dumps(report)
