@@ -63,19 +63,19 @@ print('ok')
     assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr
 
 
-def stock_esrgan_options(data, name, lmdb):
-    """BasicSR's ESRGAN x4 options with only paths, sizes and num_gpu changed, and no VGG perceptual loss."""
-    with open(os.path.join(OPTIONS, 'train_ESRGAN_x4.yml')) as f:
+def stock_esrgan_options(data, name, lmdb, scale=4):
+    """BasicSR's ESRGAN options with only paths, sizes and num_gpu changed, and no VGG perceptual loss."""
+    with open(os.path.join(OPTIONS, f'train_ESRGAN_x{scale}.yml')) as f:
         opt = yaml.load(f, Loader=ordered_yaml()[0])
     opt = yaml.safe_load(yaml.safe_dump(dict(_plain(opt)), sort_keys=False))  # plain dicts
     opt['name'], opt['num_gpu'] = name, 0
     train = opt['datasets']['train']
     tr = data['train']
     train['dataroot_gt'] = tr['gt_lmdb'] if lmdb else tr['gt']
-    train['dataroot_lq'] = tr['lq_x4_lmdb'] if lmdb else tr['lq_x4']
+    train['dataroot_lq'] = tr[f'lq_x{scale}_lmdb'] if lmdb else tr[f'lq_x{scale}']
     train['io_backend'] = {'type': 'lmdb' if lmdb else 'disk'}
     train.update(num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1)
-    opt['datasets']['val'].update(dataroot_gt=data['val']['gt'], dataroot_lq=data['val']['lq_x4'])
+    opt['datasets']['val'].update(dataroot_gt=data['val']['gt'], dataroot_lq=data['val'][f'lq_x{scale}'])
     opt['network_g'].update(num_feat=8, num_block=1)
     opt['network_d'].update(num_feat=8)
     opt['path']['pretrain_network_g'] = None
@@ -113,3 +113,16 @@ def test_stock_esrgan_trains_is_killed_and_resumes_on_cpu(demo_data, tmp_path, l
     assert re.search(rf'iter:\s+{target},', text)
     assert (states / f'{target}.state').is_file()
     assert (tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_esrgan_x8_multiscale_rrdbnet_trains(demo_data, cli, tmp_path):
+    """The 8x baseline (MultiScaleRRDBNet, BasicSR's stock ESRGAN recipe otherwise) trains and validates."""
+    opt = stock_esrgan_options(demo_data, 'esrgan_x8', lmdb=True, scale=8)
+    opt['train']['total_iter'] = 3
+    opt['val']['val_freq'] = 3
+    opt['logger']['save_checkpoint_freq'] = 3
+    cli(['train', '-opt', write_options(tmp_path, opt)], cwd=tmp_path)
+    exp = tmp_path / 'experiments' / 'esrgan_x8'
+    text = sorted(exp.glob('train_*.log'))[-1].read_text()
+    assert 'Network [MultiScaleRRDBNet] is created.' in text and 'l_g_gan' in text and '# psnr:' in text
+    assert (exp / 'models' / 'net_g_3.pth').is_file() and (exp / 'models' / 'net_d_3.pth').is_file()
