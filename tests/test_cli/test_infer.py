@@ -162,7 +162,7 @@ def test_esrgan_checkpoint_recognised_from_its_weights(models, images, tmp_path,
 
 @pytest.mark.parametrize('case, expected', [
     ('flow_without_arch', 'AdFlowNet) checkpoint; a flow checkpoint does not record its architecture'),
-    ('unsafe', 'weights_only=True'),
+    ('unsafe', 'NotWeights, which only full unpickling (able to run code) could load'),
     ('wrong_scale', '--scale 8 but the network upscales by 4'),
     ('missing_input', 'input not found'),
     ('not_an_image', 'is not an image file'),
