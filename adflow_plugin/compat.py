@@ -82,4 +82,6 @@ def apply():
     flush_denormals()
     import basicsr.train
     basicsr.train.load_resume_state = load_resume_state
+    from adflow_plugin import dist
+    dist.patch_basicsr()  # torch.distributed on CPU (gloo) and GPU (nccl); see adflow_plugin/dist.py
     _APPLIED = True

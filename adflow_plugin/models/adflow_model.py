@@ -199,7 +199,7 @@ class AdFlowModel(SRModel):
         if not self._all_ranks_ok(sample_ok and bool(torch.isfinite(l_g_total))):
             # nothing reaches the discriminator (its BatchNorm statistics stay clean) or the weights
             self._skip(self.optimizer_g, 'a non-finite NLL or sample', current_iter)
-            loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps))
+            loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps), device=self.device)
             self.log_dict = self.reduce_loss_dict(loss_dict)
             return
 
@@ -220,12 +220,12 @@ class AdFlowModel(SRModel):
             self.consecutive_skips = 0
         else:
             self._skip(self.optimizer_g, 'a non-finite generator loss or gradient', current_iter)
-        loss_dict['grad_norm_g'] = torch.tensor(norm)
+        loss_dict['grad_norm_g'] = torch.tensor(norm, device=self.device)  # stacked with the losses under DDP
 
         if gan_stage:
             self._optimize_d(current_iter, loss_dict)
 
-        loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps))
+        loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps), device=self.device)
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
