@@ -480,7 +480,9 @@ def _worker_init(parent_pid):
             ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent_pid:  # the parent died before prctl
+    try:  # the main process died before prctl took effect
+        os.kill(parent_pid, 0)
+    except OSError:
         os._exit(1)
     cv2.setNumThreads(1)
 
@@ -491,7 +493,15 @@ def _imap(func, tasks, workers):
         for t in tasks:
             yield func(t)
         return
-    ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
+    # forkserver, not fork: forking a process whose torch/OpenCV threads hold locks can deadlock the
+    # children (it did, when prepare-data ran inside a process that had trained a network). Workers are
+    # forked from a clean server process that has imported this module once; they die with it, and it
+    # exits when the main process does.
+    if 'forkserver' in mp.get_all_start_methods():
+        ctx = mp.get_context('forkserver')
+        ctx.set_forkserver_preload([__name__])
+    else:
+        ctx = mp.get_context('spawn')
     pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(os.getpid(), ))
     try:
         yield from pool.imap_unordered(func, tasks)

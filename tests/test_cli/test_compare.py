@@ -54,7 +54,7 @@ def _assert_png(path):
 @pytest.fixture(scope='module')
 def real_result(tmp_path_factory):
     """``basicsr test`` of a tiny random RRDBNet (x4) on two photos: psnr, lr_psnr (NTIRE variant), lpips."""
-    from conftest import run_cli  # tests/conftest.py; a module-scoped fixture cannot use the `cli` fixture
+    from tests.conftest import run_cli  # a module-scoped fixture cannot use the `cli` fixture
     work = tmp_path_factory.mktemp('compare_real')
     for split in ('GT', 'LRbicx4'):
         (work / 'val' / split).mkdir(parents=True)
