@@ -149,7 +149,8 @@ def start_from_options(argv):
     params = dict(opt.get('dist_params') or {})
     unknown = sorted(set(params) - {'backend', 'port', 'timeout'})
     if unknown:
-        raise DistConfigError(f'unknown dist_params {unknown}: the keys are backend, port (Slurm) and timeout (seconds)')
+        raise DistConfigError(
+            f'unknown dist_params {unknown}: the keys are backend, port (Slurm) and timeout (seconds)')
     params['backend'] = choose_backend(opt)
     if launcher != 'slurm':
         params.pop('port', None)  # torchrun sets MASTER_PORT

@@ -179,7 +179,8 @@ def main():
     for r in results:
         print(f'{r["config"]:<20}{r["params_g"]:>12,}{fmt(r["step_nll_s"], 12)}{fmt(r["step_gan_s"], 12)}'
               f'{fmt(r["infer_s"], 10)}{fmt(r["peak_mem_mb"], 10, ".0f")}'
-              f'{fmt(r.get("step_nll_speedup_vs_srflow"), 8, ".2f")}{fmt(r.get("step_gan_speedup_vs_srflow"), 8, ".2f")}'
+              f'{fmt(r.get("step_nll_speedup_vs_srflow"), 8, ".2f")}'
+              f'{fmt(r.get("step_gan_speedup_vs_srflow"), 8, ".2f")}'
               f'{fmt(r.get("infer_speedup_vs_srflow"), 10, ".2f")}')
     print('x: speed-up against the SRFlow-equivalent configuration (higher is faster)')
     if args.json:

@@ -91,3 +91,19 @@ def tiny_flow_options(data, name, scale=4, stage=1, total_iter=6, gt_size=32, lm
                                   'lr_psnr': {'type': 'calculate_lr_psnr'}}}
     opt['train'].update(train)
     return opt
+
+
+def in_process_model(opt, tmp_path, dist=False):
+    """A BasicSR model built from an options dict the way ``parse_options`` completes it (rank 0)."""
+    import copy
+
+    from basicsr.models import build_model
+    opt = copy.deepcopy(opt)
+    opt.update(dist=dist, rank=0, world_size=1, is_train=True, auto_resume=False)
+    root = str(tmp_path / 'experiments' / opt['name'])
+    opt['path'].update(experiments_root=root, models=os.path.join(root, 'models'),
+                       training_states=os.path.join(root, 'training_states'), log=root,
+                       visualization=os.path.join(root, 'visualization'))
+    for phase, d in opt['datasets'].items():
+        d.update(phase=phase.split('_')[0], scale=opt['scale'])
+    return build_model(opt)

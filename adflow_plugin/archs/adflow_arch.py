@@ -29,10 +29,11 @@ class FlowLevel(nn.Module):
         super().__init__()
         c = num_channels * 4
         self.transitions = nn.ModuleList([
-            FlowStep(c, cond_channels, rotation=transition_rotation, coupling=False, injector=False, generator=generator)
-            for _ in range(num_transition)
+            FlowStep(c, cond_channels, rotation=transition_rotation, coupling=False, injector=False,
+                     generator=generator) for _ in range(num_transition)
         ])
-        self.steps = nn.ModuleList([FlowStep(c, cond_channels, generator=generator, **step_kwargs) for _ in range(depth)])
+        self.steps = nn.ModuleList(
+            [FlowStep(c, cond_channels, generator=generator, **step_kwargs) for _ in range(depth)])
         self.split = Split(c, cond_channels if split_cond else 0) if split else None
         self.out_channels = self.split.num_pass if split else c
 
@@ -128,7 +129,8 @@ class AdFlowNet(nn.Module):
             self.num_levels = int(num_levels or DEFAULT_LEVELS.get(self.scale, 3 if self.scale <= 4 else 4))
             depths = [int(d) for d in depths] if depths else [int(flow_depth)] * self.num_levels
             if len(depths) != self.num_levels or min(depths) < 1:
-                raise ValueError(f'flow_depth must be an int or a list of {self.num_levels} positive ints, got {depths}')
+                raise ValueError(
+                    f'flow_depth must be an int or a list of {self.num_levels} positive ints, got {depths}')
             ratios = [self.scale / 2**level for level in range(1, self.num_levels + 1)]
             factors = upsample_factors(self.scale) if cond_upsample == 'learned' else ()
             num_up = 0

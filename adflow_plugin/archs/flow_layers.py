@@ -202,11 +202,6 @@ class AffineScale:
             raise ValueError(f'coupling_scale must be one of {self.FORMS}, got {form!r}')
         self.form, self.offset, self.eps = form, float(offset), float(eps)
 
-    def log_scale(self, raw):
-        """log of the encode multiplier."""
-        g = torch.sigmoid(raw + self.offset) + self.eps
-        return -torch.log(g) if self.form == 'inv_sigmoid' else torch.log(g)
-
     def apply(self, x, shift, raw, reverse):
         """Encode ``(x + shift) * s``; decode ``x / s - shift``. Returns (y, per-sample logdet)."""
         g = torch.sigmoid(raw + self.offset) + self.eps

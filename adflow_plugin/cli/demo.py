@@ -1,6 +1,5 @@
 """``basicsr demo``: build the demo data, train on it, test, and print one metrics line."""
 import glob
-import os
 import os.path as osp
 import re
 import subprocess

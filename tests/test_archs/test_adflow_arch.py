@@ -167,5 +167,5 @@ def test_multiscale_rrdbnet_x4_equals_basicsr_rrdbnet():
     x = torch.rand(1, 3, 6, 7)
     torch.testing.assert_close(ours(x), stock(x))
     for scale in (6, 8):
-        assert MultiScaleRRDBNet(3, 3, scale=scale, num_feat=8, num_block=1, num_grow_ch=4)(x).shape == (1, 3, 6 * scale,
-                                                                                                          7 * scale)
+        net = MultiScaleRRDBNet(3, 3, scale=scale, num_feat=8, num_block=1, num_grow_ch=4)
+        assert net(x).shape == (1, 3, 6 * scale, 7 * scale)

@@ -4,7 +4,6 @@ The multi-process tests launch ``torchrun --nproc_per_node=2`` on tiny configs o
 (deterministic crops, no flips or rotations, no dequantisation noise), so that two processes with
 batch B see, step by step, exactly the samples one process sees with batch 2B.
 """
-import copy
 import glob
 import os
 import re
@@ -19,7 +18,7 @@ import torch
 
 from adflow_plugin import dist as adist
 from adflow_plugin.utils.matlab_resize import imresize_uint8
-from tests.conftest import REPO, TINY_G, run_cli, tiny_flow_options, write_options
+from tests.conftest import REPO, TINY_G, in_process_model, run_cli, tiny_flow_options, write_options
 from tests.test_models.test_adflow_model import batch
 
 PATCH = 32
@@ -249,23 +248,9 @@ def process_group(tmp_path):
     dist.destroy_process_group()
 
 
-def ddp_in_process_model(opt, tmp_path):
-    """An AdFlowModel as rank 0 of the running process group builds it (``opt['dist']`` set)."""
-    from basicsr.models import build_model
-    opt = copy.deepcopy(opt)
-    opt.update(dist=True, rank=0, world_size=1, is_train=True, auto_resume=False)
-    root = str(tmp_path / 'experiments' / opt['name'])
-    opt['path'].update(experiments_root=root, models=os.path.join(root, 'models'),
-                       training_states=os.path.join(root, 'training_states'), log=root,
-                       visualization=os.path.join(root, 'visualization'))
-    for phase, d in opt['datasets'].items():
-        d.update(phase=phase.split('_')[0], scale=opt['scale'])
-    return build_model(opt)
-
-
 @pytest.mark.parametrize('stage', [1, 2])
 def test_cpu_ddp_wraps_networks_and_calls_generator_once(patches, tmp_path, process_group, stage):
-    model = ddp_in_process_model(dist_options(patches, 'inproc', batch=2, stage=stage), tmp_path)
+    model = in_process_model(dist_options(patches, 'inproc', batch=2, stage=stage), tmp_path, dist=True)
     nets = [model.net_g] + ([model.net_d] if stage == 2 else [])
     for net in nets:
         assert isinstance(net, torch.nn.parallel.DistributedDataParallel)

@@ -6,10 +6,9 @@ import re
 
 import pytest
 import torch
-from basicsr.models import build_model
 
 from adflow_plugin.archs.flow_layers import ActNorm, RandomRotation
-from tests.conftest import tiny_flow_options, write_options
+from tests.conftest import in_process_model, tiny_flow_options, write_options
 
 
 def log_values(log_text, key):
@@ -20,20 +19,6 @@ def train_log(exp_dir):
     logs = sorted(glob.glob(os.path.join(exp_dir, 'train_*.log')))
     with open(logs[-1]) as f:
         return f.read()
-
-
-def in_process_model(opt, tmp_path):
-    """An AdFlowModel built from an options dict the way BasicSR's parse_options completes it."""
-    opt = copy.deepcopy(opt)
-    opt.update(dist=False, rank=0, world_size=1, is_train=True, auto_resume=False)
-    root = str(tmp_path / 'experiments' / opt['name'])
-    opt['path'].update(experiments_root=root, models=os.path.join(root, 'models'),
-                       training_states=os.path.join(root, 'training_states'), log=root,
-                       visualization=os.path.join(root, 'visualization'))
-    for phase, d in opt['datasets'].items():
-        d['phase'] = phase.split('_')[0]
-        d['scale'] = opt['scale']
-    return build_model(opt)
 
 
 def batch(scale=4, size=8, seed=0):
