@@ -415,3 +415,10 @@ def test_basicsr_test_runs_the_shipped_options_on_a_converted_checkpoint(tmp_pat
     assert torch.isfinite(sr).all()
     diff = np.abs(tensor2img(sr).astype(int) - cv2.imread(str(saved[0])).astype(int))
     assert diff.max() <= 1, diff.max()
+    # the same converted checkpoint through `basicsr infer` (network from the SRFlow options): same sample
+    cli(['infer', '--model', tmp_path / 'x4.pth', '--arch', os.path.join(OPTIONS, 'test_SRFlow_x4.yml'), '--input',
+         tmp_path / 'data' / 'LR', '--output', tmp_path / 'infer', '-t', '0.9', '--seed', '0', '--no-progress'],
+        cwd=tmp_path, env={'OMP_NUM_THREADS': '1'})
+    inferred = cv2.imread(str(tmp_path / 'infer' / 'im0_x4_t0.9_s0.png'))
+    assert inferred is not None and inferred.shape == (48, 64, 3)
+    assert np.abs(inferred.astype(int) - cv2.imread(str(saved[0])).astype(int)).max() <= 1

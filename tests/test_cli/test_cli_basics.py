@@ -126,3 +126,22 @@ def test_esrgan_x8_multiscale_rrdbnet_trains(demo_data, cli, tmp_path):
     text = sorted(exp.glob('train_*.log'))[-1].read_text()
     assert 'Network [MultiScaleRRDBNet] is created.' in text and 'l_g_gan' in text and '# psnr:' in text
     assert (exp / 'models' / 'net_g_3.pth').is_file() and (exp / 'models' / 'net_d_3.pth').is_file()
+
+
+def test_other_basicsr_plugins_ride_the_same_command(tmp_path):
+    """A package declaring a ``basicsr.plugins`` entry point is imported by the command."""
+    site = tmp_path / 'site'
+    (site / 'fake_sr_plugin').mkdir(parents=True)
+    (site / 'fake_sr_plugin' / '__init__.py').write_text(
+        'from torch import nn\nfrom basicsr.utils.registry import ARCH_REGISTRY\n\n\n'
+        '@ARCH_REGISTRY.register()\nclass FakePluginNet(nn.Module):\n    pass\n')
+    dist_info = site / 'fake_sr_plugin-0.1.dist-info'
+    dist_info.mkdir()
+    (dist_info / 'METADATA').write_text('Metadata-Version: 2.1\nName: fake-sr-plugin\nVersion: 0.1\n')
+    (dist_info / 'entry_points.txt').write_text('[basicsr.plugins]\nfake = fake_sr_plugin\n')
+    code = ('from adflow_plugin.cli import load_plugins; load_plugins(); '
+            'from basicsr.utils.registry import ARCH_REGISTRY; '
+            "assert 'FakePluginNet' in ARCH_REGISTRY._obj_map and 'AdFlowNet' in ARCH_REGISTRY._obj_map; print('ok')")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr
