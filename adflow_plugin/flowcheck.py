@@ -18,6 +18,7 @@ from adflow_plugin.archs.flow_check import check_levels, check_network
 from adflow_plugin.archs.flow_layers import ActNorm
 from adflow_plugin.data.demo import read_photo
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
+from adflow_plugin.utils import as_list
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
 ROUNDTRIP_TOL = 1e-4
@@ -52,10 +53,12 @@ def build_generator(opt, scale=None, notes=None):
     ckpt = (opt.get('path') or {}).get('pretrain_network_g')
     source = 'initialisation'
     if ckpt and os.path.isfile(ckpt):
-        state = torch.load(ckpt, map_location='cpu', weights_only=True)
-        key = (opt.get('path') or {}).get('param_key_g', 'params')
-        state = state.get(key, state.get('params', state))
-        net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()}, strict=True)
+        from adflow_plugin.infer import InferError, _load_checkpoint, select_params
+        try:  # as basicsr infer loads it: weights only, BasicSR's params_ema -> params fallback
+            state, _ = select_params(_load_checkpoint(ckpt), (opt.get('path') or {}).get('param_key_g', 'params'), ckpt)
+        except InferError as e:
+            raise FlowCheckError(str(e)) from None
+        net.load_state_dict(state, strict=True)
         source = ckpt
     elif ckpt:
         notes.append(f'pretrain_network_g {ckpt} not found: checking the untrained network')
@@ -98,7 +101,7 @@ def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0):
             net(lr, nll.dequantize(hr))  # ActNorm's data-dependent initialisation, as the first training step
         notes.append('ActNorm initialised from the photograph (untrained network)')
     net.eval()
-    t = float(temperature if temperature is not None else _as_list((opt.get('val') or {}).get('temperature', 1.0))[0])
+    t = float(temperature if temperature is not None else as_list((opt.get('val') or {}).get('temperature', 1.0))[0])
     noisy = nll.dequantize(hr)
     with torch.no_grad():
         enc = net.encode(noisy, lr)
@@ -137,10 +140,6 @@ def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0):
         notes=notes,
         seconds=round(time.time() - start, 1),
     )
-
-
-def _as_list(v):
-    return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def format_report(report):

@@ -63,6 +63,8 @@ import torch
 import yaml
 from torch.nn import functional as F
 
+from adflow_plugin.utils import as_list
+
 __all__ = [
     'BLEND_CHOICES', 'BLEND_MODES', 'DEFAULT_OVERLAP', 'IMAGE_EXTENSIONS', 'InferError', 'LRImage', 'SRNetwork',
     'blend_weights', 'collect_inputs', 'infer', 'load_network', 'output_name', 'read_image', 'rrdbnet_options',
@@ -217,9 +219,6 @@ def _is_options_file(path):
     return path.lower().endswith(('.yml', '.yaml'))
 
 
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
 
 def load_network(model, arch=None, scale=None, device='cpu'):
     """Build and load a generator for inference.
@@ -312,7 +311,7 @@ def load_network(model, arch=None, scale=None, device='cpu'):
         multiple = 1
     temps = None
     if opt is not None and (opt.get('val') or {}).get('temperature') is not None:
-        temps = [float(t) for t in _as_list(opt['val']['temperature'])]
+        temps = [float(t) for t in as_list(opt['val']['temperature'])]
     description = f'{net_opt.get("type")} x{net_scale} from {ckpt_path}' + (f' [{key}]' if key else '') + f'; {how}'
     return SRNetwork(net, net_scale, stochastic, multiple, description, temps)
 

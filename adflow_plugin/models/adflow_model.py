@@ -17,10 +17,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from adflow_plugin.archs.flow_layers import ActNorm
+from adflow_plugin.utils import as_list
 
-
-def _as_list(value):
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def temperature_tag(t):
@@ -271,13 +269,13 @@ class AdFlowModel(SRModel):
 
     def test(self):
         val_opt = self.opt.get('val', {})
-        temperature = _as_list(val_opt.get('temperature', 1.0))[0]
+        temperature = as_list(val_opt.get('temperature', 1.0))[0]
         self.output = self.sample(self.lq, temperature, 1, val_opt.get('seed', 0))[0]
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
         val_opt = self.opt['val']
-        temperatures = [float(t) for t in _as_list(val_opt.get('temperature', 1.0))]
+        temperatures = [float(t) for t in as_list(val_opt.get('temperature', 1.0))]
         num_samples = int(val_opt.get('num_samples', 1))
         base_seed = int(val_opt.get('seed', 0))
         metrics_opt = val_opt.get('metrics') or {}

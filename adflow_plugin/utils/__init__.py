@@ -9,3 +9,8 @@ def import_modules(package_name, package_path, suffix):
         if info.name.endswith(suffix):
             modules.append(importlib.import_module(f'{package_name}.{info.name}'))
     return modules
+
+
+def as_list(value):
+    """``value`` as a list: lists and tuples unchanged, anything else wrapped (e.g. ``val.temperature``)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
