@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order ``basicsr --help`` lists them
-COMMAND_MODULES = ['train', 'test', 'demo', 'prepare_data', 'compare', 'convert_srflow', 'flowcheck', 'infer']
+COMMAND_MODULES = ['train', 'test', 'demo', 'prepare_data', 'compare', 'convert_srflow', 'flowcheck', 'infer', 'reproduce']
 
 
 class CLIError(Exception):

@@ -73,7 +73,7 @@ def val_hr(img):
     return img[top:top + VAL_SIZE, left:left + VAL_SIZE]
 
 
-def _write_lmdb(folder, lmdb_path):
+def write_lmdb(folder, lmdb_path):
     """Pack a PNG folder with BasicSR's ``make_lmdb_from_imgs`` (written under a temporary name, then renamed)."""
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     names = sorted(f for f in os.listdir(folder) if f.endswith('.png'))
@@ -119,9 +119,9 @@ def build_demo_dataset(root=DEFAULT_ROOT, scales=(4, ), lmdb=True, force=False):
             for s in scales:
                 cv2.imwrite(osp.join(paths[split][f'lq_x{s}'], f'{name}.png'), imresize_uint8(hr, 1 / s))
     if lmdb:
-        _write_lmdb(paths['train']['gt'], paths['train']['gt_lmdb'])
+        write_lmdb(paths['train']['gt'], paths['train']['gt_lmdb'])
         for s in scales:
-            _write_lmdb(paths['train'][f'lq_x{s}'], paths['train'][f'lq_x{s}_lmdb'])
+            write_lmdb(paths['train'][f'lq_x{s}'], paths['train'][f'lq_x{s}_lmdb'])
     with open(stamp, 'w') as f:
         json.dump(info, f)
     return paths

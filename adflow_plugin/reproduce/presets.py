@@ -1,0 +1,66 @@
+"""Sizes and budgets of ``basicsr reproduce``: one shared encoder size per preset, the same data, patch
+size, batch, seed and iteration budget for every method.
+
+Estimated seconds per training iteration (``sec_per_iter``) only drive the progress line's "time left";
+the pipeline corrects them by what it measures as it goes.
+"""
+import copy
+
+SCALE = 4
+LADDER_K = (1, 2, 4)  # Fig. 7's flow depths; K = 0 is the L1 rung
+
+_BASE = dict(
+    scale=SCALE,
+    ks=LADDER_K,
+    main_k=4,  # the K of the Table-2 rows (BaseFlow, AdFlow)
+    seed=0,
+    holdout=2,  # training-side photographs held out for checkpoint selection (the paper selects on training data)
+    holdout_size=128,  # centre crop of each held-out photograph (HR side) used for selection
+    baseflow_temperature=0.9,  # paper Sec. 4: BaseFlow samples at 0.9
+    adflow_temperatures=(1.0, 0.8),  # paper: AdFlow at 1.0; the picture shows a second, lower temperature
+    lr=5e-4,  # Adam, every stage-1 model (L1 RRDB, BaseFlow)
+    lr_stage2=1e-4,  # Adam for the generator in the adversarial stage (ESRGAN, AdFlow)
+    lr_d=1e-4,  # Adam for the discriminator
+    d_feat=16,  # discriminator width (paper Sec. 3.4: 16), the same for ESRGAN and AdFlow here
+    gan_weight_adflow=1e-2 / 3,  # the paper's lambda = 1e-2 on SRFlow's per-pixel NLL = 1e-2 / 3 on bits/dim
+    esrgan_weights=dict(pixel=1e-2, perceptual=1.0, gan=5e-3),  # BasicSR's stock ESRGAN recipe
+    ema_decay=0.999,
+    grad_clip_norm=50,
+    val_per_run=4,  # validations on the held-out crops per training run
+)
+
+PRESETS = {
+    # for the test suite: every stage on tiny inputs in seconds; says nothing about the method
+    'tiny': dict(_BASE, num_feat=8, num_block=1, num_grow_ch=4, hidden=8, ks=(1, 2), main_k=2, gt_size=32,
+                 batch=2, crop=64, step=64, eval_size=64, holdout_size=64, num_samples=2, ema_decay=0.9,
+                 iters=dict(l1=4, esrgan=2, baseflow=4, adflow=2),
+                 sec_per_iter=dict(l1=0.05, esrgan=0.1, baseflow=0.1, adflow=0.15)),
+    # about 10 minutes on 2 CPU cores: the pipeline and rough numbers, not the claims
+    'quick': dict(_BASE, num_feat=16, num_block=2, num_grow_ch=8, hidden=16, gt_size=48, batch=4, crop=144,
+                  step=288, eval_size=128, num_samples=4,
+                  iters=dict(l1=300, esrgan=100, baseflow=300, adflow=100),
+                  sec_per_iter=dict(l1=0.03, esrgan=0.12, baseflow=0.1, adflow=0.18)),
+    # the CPU preset (2 cores, about 60 minutes): the published numbers come from this one
+    'full': dict(_BASE, num_feat=32, num_block=4, num_grow_ch=16, hidden=32, gt_size=64, batch=8, crop=192,
+                 step=192, eval_size=256, num_samples=10,
+                 iters=dict(l1=1500, esrgan=500, baseflow=1500, adflow=500),
+                 sec_per_iter=dict(l1=0.08, esrgan=0.3, baseflow=0.3, adflow=0.5)),
+    # one large GPU, about 8 minutes, a wider encoder and the paper's patch size
+    'gpu': dict(_BASE, num_feat=64, num_block=8, num_grow_ch=32, hidden=64, gt_size=160, batch=12, crop=480,
+                step=240, eval_size=512, num_samples=10, num_gpu=1,
+                iters=dict(l1=4000, esrgan=1500, baseflow=4000, adflow=1500),
+                sec_per_iter=dict(l1=0.01, esrgan=0.03, baseflow=0.02, adflow=0.03)),
+}
+
+
+def get_preset(name, **overrides):
+    """A copy of preset ``name`` with ``overrides`` applied (``None`` values are ignored)."""
+    if name not in PRESETS:
+        raise KeyError(f'unknown preset {name!r}; choose one of {sorted(PRESETS)}')
+    preset = copy.deepcopy(PRESETS[name])
+    preset.update({k: v for k, v in overrides.items() if v is not None})
+    preset.setdefault('num_gpu', 0)
+    preset['name'] = name
+    if preset['main_k'] not in preset['ks']:
+        raise ValueError(f'main_k {preset["main_k"]} must be one of ks {preset["ks"]}')
+    return preset

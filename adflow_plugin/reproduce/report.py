@@ -1,0 +1,203 @@
+"""What ``basicsr reproduce`` writes: ``table.md`` (the paper's Table 2 layout, per-image LR-PSNR and the
+Fig. 7 ladder), ``fig7.png``, ``crops.png`` and ``results.json``."""
+import json
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+
+from adflow_plugin.reproduce.evaluate import BICUBIC, sample_paths
+from adflow_plugin.reproduce.runs import ESRGAN, L1, adflow, baseflow, test_temperatures
+
+TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LPIPS ↓', 4), ('lr_psnr', 'LR-PSNR ↑', 2)]
+
+
+def _fmt(value, decimals):
+    return '-' if value is None else f'{value:.{decimals}f}'
+
+
+def main_rows(results, preset):
+    """(label, run, temperature key) of Table 2's rows: bicubic, L1, ESRGAN, BaseFlow and AdFlow at main K."""
+    k = preset['main_k']
+    rows = [('Bicubic', BICUBIC, '-'), ('L1 (RRDB)', L1, '-'), ('ESRGAN', ESRGAN, '-')]
+    for run, label in ((baseflow(k), 'BaseFlow'), (adflow(k), 'AdFlow')):
+        for t in test_temperatures(run, preset):
+            rows.append((f'{label} K={k}, T={t:g}', run, f'{t:g}'))
+    return [r for r in rows if r[1] in results['metrics']]
+
+
+def _table2(results, preset):
+    bicubic = results['metrics'][BICUBIC]['-']['per_image']
+    n = len(bicubic)
+    head = ['Method'] + [c[1] for c in TABLE_COLUMNS] + [
+        'LR-PSNR worst image', f'LR-PSNR < bicubic (of {n})', 'LR-PSNR over samples: mean / worst', 'Diversity ↑']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for label, run, t in main_rows(results, preset):
+        s = results['metrics'][run][t]
+        cells = [label] + [_fmt(s['mean'].get(key), d) for key, _, d in TABLE_COLUMNS]
+        cells.append(f'{s["worst"]["lr_psnr"]:.2f} ({s["worst_image"]["lr_psnr"]})')
+        below = sum(s['per_image'][img]['lr_psnr'] < bicubic[img]['lr_psnr'] for img in bicubic)
+        cells.append('-' if run == BICUBIC else str(below))
+        if 'lr_psnr_mean' in s['mean']:
+            cells.append(f'{s["mean"]["lr_psnr_mean"]:.2f} / {s["mean"]["lr_psnr_worst"]:.2f}')
+            cells.append(_fmt(s['mean']['diversity'], 2))
+        else:
+            cells += ['-', '-']
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def ladder(results, preset):
+    """Fig. 7's points: K = 0 (the L1 rung) then every K, for BaseFlow and AdFlow at their paper temperature."""
+    points = {'BaseFlow': [], 'AdFlow': []}
+    l1 = results['metrics'].get(L1, {}).get('-')
+    for label, name in (('BaseFlow', baseflow), ('AdFlow', adflow)):
+        if l1:
+            points[label].append((0, l1['mean']['lr_psnr'], l1['mean']['lpips']))
+        for k in preset['ks']:
+            run = name(k)
+            if run in results['metrics']:
+                s = results['metrics'][run][f'{test_temperatures(run, preset)[0]:g}']
+                points[label].append((k, s['mean']['lr_psnr'], s['mean']['lpips']))
+    return points
+
+
+def _ladder_table(results, preset):
+    lines = ['| Method | K | T | LR-PSNR ↑ | LR-PSNR worst image | LPIPS ↓ |', '|---|---|---|---|---|---|']
+    l1 = results['metrics'][L1]['-']
+    lines.append(f'| L1 (RRDB) | 0 | - | {l1["mean"]["lr_psnr"]:.2f} | {l1["worst"]["lr_psnr"]:.2f} | '
+                 f'{l1["mean"]["lpips"]:.4f} |')
+    for label, name in (('BaseFlow', baseflow), ('AdFlow', adflow)):
+        for k in preset['ks']:
+            run = name(k)
+            t = test_temperatures(run, preset)[0]
+            s = results['metrics'][run][f'{t:g}']
+            lines.append(f'| {label} | {k} | {t:g} | {s["mean"]["lr_psnr"]:.2f} | {s["worst"]["lr_psnr"]:.2f} | '
+                         f'{s["mean"]["lpips"]:.4f} |')
+    return lines
+
+
+def _per_image_table(results, preset):
+    rows = main_rows(results, preset)
+    head = ['Image'] + [label for label, _, _ in rows]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for img in sorted(results['metrics'][BICUBIC]['-']['per_image']):
+        cells = [img] + [f'{results["metrics"][run][t]["per_image"][img]["lr_psnr"]:.2f}' for _, run, t in rows]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def write_table(path, results, preset):
+    info = results['info']
+    lines = [f'# AdFlow in miniature: preset `{preset["name"]}`, {preset["scale"]}x', '',
+             f'Training: {info["train_photos"]} photographs from `{info["train_dir"]}` '
+             f'({info["holdout_photos"]} more held out for checkpoint selection); evaluation: '
+             f'{info["eval_photos"]} photographs from `{info["eval_dir"]}` (centre crops of at most '
+             f'{preset["eval_size"]} px). Encoder: RRDB {preset["num_feat"]} features, {preset["num_block"]} '
+             f'blocks; patches {preset["gt_size"]}, batch {preset["batch"]}; iterations {preset["iters"]}. '
+             f'Wall time {info["wall_time_min"]:.1f} min.', '',
+             'PSNR, SSIM, LPIPS and LR-PSNR are means over the images of the first sample; LR-PSNR is the '
+             "paper's (bicubic(SR) vs the LR input, MATLAB 8-bit bicubic). Flows: LR-PSNR and diversity over "
+             f'{preset["num_samples"]} samples per image.', '', '## Table 2 layout', ''] + _table2(results, preset)
+    lines += ['', '## Fig. 7: flow depth', ''] + _ladder_table(results, preset)
+    lines += ['', '## LR-PSNR per image', ''] + _per_image_table(results, preset) + ['']
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+
+
+def write_fig7(path, results, preset):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    points = ladder(results, preset)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), dpi=100)
+    for ax, idx, title in ((axes[0], 1, 'LR-PSNR (dB) ↑'), (axes[1], 2, 'LPIPS ↓')):
+        for label, marker in (('BaseFlow', 'o'), ('AdFlow', 's')):
+            pts = points[label]
+            ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker=marker, label=label)
+        key = 'lr_psnr' if idx == 1 else 'lpips'
+        for run, style in ((ESRGAN, '--'), (BICUBIC, ':')):
+            if run in results['metrics']:
+                ax.axhline(results['metrics'][run]['-']['mean'][key], linestyle=style, color='gray', label=run)
+        ax.set_xticks([0] + list(preset['ks']))
+        ax.set_xticklabels(['L1'] + [str(k) for k in preset['ks']])
+        ax.set_xlabel('flow steps per level K')
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _crop_box(gt, size):
+    """The ``size`` window of ``gt`` with the most detail (largest Laplacian energy), on an 8-pixel grid."""
+    grey = cv2.cvtColor(gt, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    energy = np.abs(cv2.Laplacian(grey, cv2.CV_32F))
+    best, box = -1, (0, 0)
+    for y in range(0, max(1, gt.shape[0] - size + 1), 8):
+        for x in range(0, max(1, gt.shape[1] - size + 1), 8):
+            e = float(energy[y:y + size, x:x + size].sum())
+            if e > best:
+                best, box = e, (y, x)
+    return box
+
+
+def write_crops(path, results, preset, pairs, results_dirs, num_images=3, size=64):
+    """One row per evaluation image (the most detailed ``num_images``): LR, bicubic, L1, ESRGAN, BaseFlow,
+    AdFlow at its two temperatures, GT; crops of ``size`` HR pixels, shown without resampling."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from adflow_plugin.utils.matlab_resize import imresize_uint8
+    k, scale = preset['main_k'], preset['scale']
+    size = min(size, min(min(gt.shape[:2]) for _, gt, _ in pairs))
+    ranked = sorted(pairs, key=lambda p: -np.abs(cv2.Laplacian(cv2.cvtColor(p[1], cv2.COLOR_BGR2GRAY),
+                                                                cv2.CV_32F)).mean())[:num_images]
+    columns = [('LR', None, None), ('Bicubic', BICUBIC, None), ('L1', L1, None), ('ESRGAN', ESRGAN, None),
+               (f'BaseFlow T={preset["baseflow_temperature"]:g}', baseflow(k), preset['baseflow_temperature'])]
+    columns += [(f'AdFlow T={t:g}', adflow(k), t) for t in test_temperatures(adflow(k), preset)]
+    columns.append(('GT', 'GT', None))
+    fig, axes = plt.subplots(len(ranked), len(columns), figsize=(1.3 * len(columns), 1.45 * len(ranked)), dpi=100,
+                             squeeze=False)
+    for row, (name, gt, lr) in enumerate(ranked):
+        y, x = _crop_box(gt, size)
+        for col, (label, run, t) in enumerate(columns):
+            if run is None:
+                img = np.repeat(np.repeat(lr, scale, 0), scale, 1)  # nearest: the LR pixels as they are
+            elif run == 'GT':
+                img = gt
+            elif run == BICUBIC:
+                img = imresize_uint8(lr, scale)
+            else:
+                img = cv2.imread(sample_paths(results_dirs[run], run, name, t, preset['num_samples'] if t is not None
+                                              else 1)[0])
+            ax = axes[row][col]
+            ax.imshow(img[y:y + size, x:x + size, ::-1], interpolation='nearest')
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(label, fontsize=7)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_json(path, results):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def write_report(out_dir, results, preset, pairs, results_dirs):
+    """All four outputs; returns their paths."""
+    paths = {name: osp.join(out_dir, name) for name in ('table.md', 'fig7.png', 'crops.png', 'results.json')}
+    write_json(paths['results.json'], results)
+    write_table(paths['table.md'], results, preset)
+    write_fig7(paths['fig7.png'], results, preset)
+    write_crops(paths['crops.png'], results, preset, pairs, results_dirs)
+    return paths

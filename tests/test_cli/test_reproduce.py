@@ -1,0 +1,74 @@
+"""``basicsr reproduce`` end to end at its tiny preset, on small real photographs written to disk."""
+import json
+import os
+
+import cv2
+import pytest
+import yaml
+
+from adflow_plugin.data.demo import read_photo
+
+TRAIN = ('brick.png', 'grass.png', 'gravel.png', 'motorcycle_right.png', 'color.png')
+EVAL = ('chelsea.png', 'coffee.png')
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp('photos')
+    for folder, names in (('train', TRAIN), ('eval', EVAL)):
+        os.makedirs(root / folder)
+        for name in names:
+            img = read_photo(name)
+            img = cv2.resize(img, (160, 128), interpolation=cv2.INTER_AREA) if folder == 'train' else img[100:180,
+                                                                                                             150:230]
+            cv2.imwrite(str(root / folder / name), img)
+    return root
+
+
+def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
+    args = ['reproduce', '--train-dir', photos / 'train', '--eval-dir', photos / 'eval', '--out', 'out', '--preset',
+            'tiny']
+    proc = cli(args, cwd=tmp_path)
+    out = tmp_path / 'out'
+    for name in ('table.md', 'fig7.png', 'crops.png', 'results.json'):
+        assert (out / name).stat().st_size > 0, name
+    assert '[14/14] evaluate' in proc.stdout and 'about' in proc.stdout  # a progress line per stage
+
+    results = json.loads((out / 'results.json').read_text())
+    runs = ['Bicubic', 'L1_RRDB', 'ESRGAN', 'BaseFlow_K1', 'BaseFlow_K2', 'AdFlow_K1', 'AdFlow_K2']
+    assert sorted(results['metrics']) == sorted(runs)
+    assert results['warnings'] == []  # per-image means equal what `basicsr test` logged
+    assert sorted(results['metrics']['AdFlow_K2']) == ['0.8', '1']  # the two AdFlow temperatures
+    for run in runs:
+        for summary in results['metrics'][run].values():
+            assert sorted(summary['per_image']) == ['chelsea', 'coffee']
+            assert summary['worst']['lr_psnr'] == min(v['lr_psnr'] for v in summary['per_image'].values())
+    flow = results['metrics']['BaseFlow_K2']['0.9']
+    assert {'lr_psnr_mean', 'lr_psnr_worst', 'diversity'} <= set(flow['mean'])
+    assert set(flow['test_log']) >= {'psnr', 'lr_psnr', 'lpips', 'diversity'}
+    assert results['info']['holdout_photos'] == 2 and results['info']['train_photos'] == 3
+
+    # every method trained on identical data, patches, batch and seed
+    trains = [yaml.safe_load((out / 'options' / f'train_{run}.yml').read_text()) for run in runs[1:]]
+    shared = {(t['datasets']['train']['dataroot_gt'], t['datasets']['train']['gt_size'],
+               t['datasets']['train']['batch_size_per_gpu'], t['manual_seed'], t['datasets']['val']['dataroot_gt'])
+              for t in trains}
+    assert len(shared) == 1
+    adflow = yaml.safe_load((out / 'options' / 'train_AdFlow_K2.yml').read_text())
+    assert adflow['val']['best_metric'] == 'lpips' and 'holdout' in adflow['datasets']['val']['dataroot_gt']
+    table = (out / 'table.md').read_text()
+    assert '| Bicubic |' in table and '| AdFlow K=2, T=1 |' in table and '## Fig. 7' in table
+
+    # the same command again reuses every finished stage
+    again = cli(args, cwd=tmp_path)
+    assert again.stdout.count('(done before, reused)') == 12  # 6 trainings, 6 tests
+
+
+def test_reproduce_refuses_eval_photos_it_trained_on(cli, photos, tmp_path):
+    proc = cli(['reproduce', '--train-dir', photos / 'train', '--eval-dir', photos / 'train', '--out', 'out',
+                '--preset', 'tiny', '--holdout', '1'], cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'is also a training image' in lines[0], proc.stderr
+    missing = cli(['reproduce', '--train-dir', tmp_path / 'nowhere', '--preset', 'tiny'], cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and 'mate-backgrounds' in missing.stderr and 'Traceback' not in missing.stderr
