@@ -312,15 +312,17 @@ class FlowStep(nn.Module):
                                            net_actnorm) if coupling else None
         self.injector = AffineInjector(num_channels, cond_channels, hidden_channels, scale,
                                        net_actnorm) if injector else None
-        conditional = [self.coupling, self.injector]
+        conditional = ['coupling', 'injector']
         if injector_first:
             conditional.reverse()
-        self._order = [self.actnorm, self.rotation] + [m for m in conditional if m is not None]
+        # the order by attribute names, not module references: a list of modules outside the registered
+        # children would keep pointing at the original layers in copies made by nn.parallel.replicate
+        self.order = tuple(['actnorm', 'rotation'] + [n for n in conditional if getattr(self, n) is not None])
 
     def forward(self, x, cond=None, reverse=False):
         logdet = x.new_zeros(x.shape[0])
-        for layer in (reversed(self._order) if reverse else self._order):
-            x, ld = layer(x, cond, reverse=reverse)
+        for name in (reversed(self.order) if reverse else self.order):
+            x, ld = getattr(self, name)(x, cond, reverse=reverse)
             logdet = logdet + ld
         return x, logdet
 
