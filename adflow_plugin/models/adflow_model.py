@@ -47,6 +47,12 @@ class AdFlowModel(SRModel):
     """
 
     def __init__(self, opt):
+        if not opt.get('dist') and isinstance(opt.get('num_gpu'), int) and opt['num_gpu'] > 1:
+            # BasicSR would wrap the networks in DataParallel: its replicas initialise ActNorm from their part
+            # of the batch only (and lose it), and it cannot gather the generator's output dict
+            raise ValueError(f'num_gpu: {opt["num_gpu"]} without a launcher means DataParallel, which AdFlowModel '
+                             f'does not support; use torchrun --nproc_per_node={opt["num_gpu"]} -m '
+                             'adflow_plugin.train -opt FILE --launcher pytorch (or set num_gpu: 1)')
         self.skipped_steps = 0
         self.consecutive_skips = 0
         super().__init__(opt)
@@ -143,10 +149,35 @@ class AdFlowModel(SRModel):
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
         return bool(torch.isfinite(norm)), float(norm)
 
-    def _skip(self, optimizer, reason, current_iter):
-        optimizer.zero_grad(set_to_none=True)
+    def _step_snapshot(self):
+        """What a step changes besides parameters and optimizer states, for :meth:`_skip_step` to put back: the
+        discriminator's buffers (BatchNorm statistics move with every forward in training mode) and the
+        ActNorm layers that initialise themselves from this step's batch."""
+        snapshot = {'actnorm': {}}
+        if self.net_d is not None:
+            snapshot['d'] = {k: v.clone() for k, v in self.get_bare_model(self.net_d).named_buffers()}
+        for name, module in self.get_bare_model(self.net_g).named_modules():
+            if isinstance(module, ActNorm) and not module.initialized:
+                snapshot['actnorm'][name] = {k: v.clone() for k, v in module.state_dict().items()}
+        return snapshot
+
+    def _skip_step(self, snapshot, reason, current_iter, loss_dict):
+        """A skipped step reaches nothing: no update of G or D (parameters, Adam states, BatchNorm statistics,
+        ActNorm initialisation) and none of the EMA. The schedulers have already moved (BasicSR steps them
+        before the training step), so the learning rate follows the iteration count."""
+        self.optimizer_g.zero_grad(set_to_none=True)
+        if self.net_d is not None:
+            self.optimizer_d.zero_grad(set_to_none=True)
+            buffers = dict(self.get_bare_model(self.net_d).named_buffers())
+            for k, v in snapshot['d'].items():
+                buffers[k].copy_(v)
+        modules = dict(self.get_bare_model(self.net_g).named_modules())
+        for name, state in snapshot['actnorm'].items():
+            modules[name].load_state_dict(state)
         self.skipped_steps += 1
         self.consecutive_skips += 1
+        loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps), device=self.device)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
         logger = get_root_logger()
         logger.warning(f'iter {current_iter}: skipped a step with {reason} ({self.skipped_steps} skipped so far, '
                        f'{self.consecutive_skips} in a row)')
@@ -165,6 +196,7 @@ class AdFlowModel(SRModel):
         loss_dict = OrderedDict()
         gan_stage = self.net_d is not None
         update_g_gan = gan_stage and current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters
+        snapshot = self._step_snapshot()
         if gan_stage:
             for p in self.net_d.parameters():
                 p.requires_grad = False
@@ -196,10 +228,7 @@ class AdFlowModel(SRModel):
         sample_ok = self.output is None or bool(torch.isfinite(self.output).all())
         if not self._all_ranks_ok(sample_ok and bool(torch.isfinite(l_g_total))):
             # nothing reaches the discriminator (its BatchNorm statistics stay clean) or the weights
-            self._skip(self.optimizer_g, 'a non-finite NLL or sample', current_iter)
-            loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps), device=self.device)
-            self.log_dict = self.reduce_loss_dict(loss_dict)
-            return
+            return self._skip_step(snapshot, 'a non-finite NLL or sample', current_iter, loss_dict)
 
         if update_g_gan:  # relativistic GAN loss, as ESRGAN
             real_d_pred = self.net_d(self.gt).detach()
@@ -213,22 +242,26 @@ class AdFlowModel(SRModel):
         l_g_total.backward()
         self._freeze_encoder_grads(current_iter)
         ok, norm = self._finite_grads(self.net_g.parameters())
-        if self._all_ranks_ok(ok and bool(torch.isfinite(l_g_total))):
-            self.optimizer_g.step()
-            self.consecutive_skips = 0
-        else:
-            self._skip(self.optimizer_g, 'a non-finite generator loss or gradient', current_iter)
         loss_dict['grad_norm_g'] = torch.tensor(norm, device=self.device)  # stacked with the losses under DDP
+        if not self._all_ranks_ok(ok and bool(torch.isfinite(l_g_total))):
+            return self._skip_step(snapshot, 'a non-finite generator loss or gradient', current_iter, loss_dict)
+        if gan_stage and not self._optimize_d(current_iter, loss_dict):
+            return self._skip_step(snapshot, 'a non-finite discriminator loss or gradient', current_iter, loss_dict)
 
+        # a clean step: G, D and the EMA move together (G's step waits for D's gradients; D judged the
+        # detached sample, so the order does not change either update)
+        self.optimizer_g.step()
         if gan_stage:
-            self._optimize_d(current_iter, loss_dict)
-
+            self.optimizer_d.step()
+        self.consecutive_skips = 0
         loss_dict['skipped_steps'] = torch.tensor(float(self.skipped_steps), device=self.device)
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
     def _optimize_d(self, current_iter, loss_dict):
+        """The discriminator's gradients; returns whether its loss and gradients are finite on every process
+        (the caller then steps both optimizers, or skips the whole step)."""
         for p in self.net_d.parameters():
             p.requires_grad = True
         self.optimizer_d.zero_grad()
@@ -242,14 +275,11 @@ class AdFlowModel(SRModel):
         l_d_fake = self.cri_gan(fake_d_pred - torch.mean(real_d_pred.detach()), False, is_disc=True) * 0.5
         l_d_fake.backward()
         ok, _ = self._finite_grads(self.net_d.parameters())
-        if self._all_ranks_ok(ok and bool(torch.isfinite(l_d_real + l_d_fake))):
-            self.optimizer_d.step()
-        else:
-            self._skip(self.optimizer_d, 'a non-finite discriminator loss or gradient', current_iter)
         loss_dict['l_d_real'] = l_d_real.detach()
         loss_dict['l_d_fake'] = l_d_fake.detach()
         loss_dict['out_d_real'] = torch.mean(real_d_pred.detach())
         loss_dict['out_d_fake'] = torch.mean(fake_d_pred.detach())
+        return self._all_ranks_ok(ok and bool(torch.isfinite(l_d_real + l_d_fake)))
 
     # ------------------------------------------------------------------ inference
     def _test_net(self):
