@@ -59,6 +59,8 @@ def load_resume_state(opt):
         return None
     resume_state = torch.load(resume_state_path, map_location=resume_map_location(opt), weights_only=True)
     check_resume(opt, resume_state['iter'])
+    from adflow_plugin import resume
+    resume.arm(opt, resume_state)  # the sampler continues the epoch where the state was saved
     return resume_state
 
 
@@ -101,15 +103,29 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
     atomic_torch_save(save_dict, save_path)
 
 
-def save_training_state(self, epoch, current_iter):
-    """BasicSR's ``BaseModel.save_training_state``, written atomically (rank 0 only, as BasicSR)."""
+def save_training_state(self, epoch, current_iter, rng=None):
+    """BasicSR's ``BaseModel.save_training_state``, written atomically (rank 0 only, as BasicSR), plus the
+    random states (``rng``, default: now) and the best-metric table (see adflow_plugin/resume.py)."""
     import os
     from basicsr.utils.dist_util import get_dist_info
+
+    from adflow_plugin import resume
     if get_dist_info()[0] != 0 or current_iter == -1:
         return
     state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
              'schedulers': [s.state_dict() for s in self.schedulers]}
+    state.update(resume.extra_state(self, rng))
     atomic_torch_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+def resume_training(self, resume_state):
+    """BasicSR's ``BaseModel.resume_training`` (optimizers, schedulers) plus the best-metric table."""
+    from adflow_plugin import resume
+    _BASICSR_RESUME_TRAINING(self, resume_state)
+    resume.restore_extra_state(self, resume_state)
+
+
+_BASICSR_RESUME_TRAINING = None
 
 
 def flush_denormals():
@@ -133,9 +149,14 @@ def apply():
     flush_denormals()
     import basicsr.train
     from basicsr.models.base_model import BaseModel
+    global _BASICSR_RESUME_TRAINING
     basicsr.train.load_resume_state = load_resume_state
     BaseModel.save_network = save_network
     BaseModel.save_training_state = save_training_state
+    _BASICSR_RESUME_TRAINING = BaseModel.resume_training
+    BaseModel.resume_training = resume_training
+    from adflow_plugin import resume
+    resume.patch_basicsr()  # training sampler: continue a resumed epoch where it stopped
     from adflow_plugin import dist
     dist.patch_basicsr()  # torch.distributed on CPU (gloo) and GPU (nccl); see adflow_plugin/dist.py
     _APPLIED = True

@@ -16,6 +16,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
+from adflow_plugin import resume
 from adflow_plugin.archs.flow_layers import ActNorm
 from adflow_plugin.utils import as_list
 
@@ -302,6 +303,12 @@ class AdFlowModel(SRModel):
         temperature = as_list(val_opt.get('temperature', 1.0))[0]
         self.output = self.sample(self.lq, temperature, 1, val_opt.get('seed', 0))[0]
 
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        """BasicSR's validation, leaving the global random states as it found them: a run validated at other
+        iterations (or resumed) draws the same training noise, crops and flips."""
+        with resume.preserved_rng():
+            super().validation(dataloader, current_iter, tb_logger, save_img)
+
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
         val_opt = self.opt['val']
@@ -373,6 +380,11 @@ class AdFlowModel(SRModel):
         return osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{tag}_{suffix}.png')
 
     def _save_best(self, dataset_name, current_iter):
+        saved = getattr(self, '_saved_state', None)
+        if self.opt['is_train'] and saved is not None and saved['iter'] == current_iter:
+            # BasicSR validates after saving: write this iteration's training state again, so that it holds
+            # this validation's best-metric table (before net_g_best, which a resume must not replace)
+            self.save_training_state(saved['epoch'], current_iter, rng=saved['rng'])
         best = self.opt['val'].get('best_metric')
         if not best or not self.opt['is_train']:
             return
@@ -395,4 +407,5 @@ class AdFlowModel(SRModel):
         self._save_g(current_iter)
         if self.net_d is not None:
             self.save_network(self.net_d, 'net_d', current_iter)
-        self.save_training_state(epoch, current_iter)
+        self._saved_state = dict(epoch=epoch, iter=current_iter, rng=resume.rng_state())
+        self.save_training_state(epoch, current_iter, rng=self._saved_state['rng'])
