@@ -9,6 +9,7 @@ from torch import nn as nn
 
 from adflow_plugin.archs.adflow_arch import AdFlowNet
 from adflow_plugin.archs.discriminator_arch import VGGStyleDiscriminatorAnySize
+from adflow_plugin.archs.rrdb_embed_arch import MultiScaleRRDBNet, RRDBEmbedNet
 
 TINY = dict(num_feat=8, num_block=2, num_grow_ch=4, embed_blocks=[0, 1], flow_depth=2, hidden_channels=8)
 LAYOUTS = {
@@ -100,5 +101,10 @@ def test_replicas_call_their_own_layers(layout):
     torch.testing.assert_close(rep['sr'], ref['sr'])
 
 
-def test_discriminator_holds_nothing_outside_containers():
-    assert held_outside_containers(VGGStyleDiscriminatorAnySize(num_feat=4, input_size=32)) == []
+@pytest.mark.parametrize('net', [
+    VGGStyleDiscriminatorAnySize(num_feat=4, input_size=32),
+    MultiScaleRRDBNet(scale=8, num_feat=8, num_block=1, num_grow_ch=4),
+    RRDBEmbedNet(num_feat=8, num_block=2, num_grow_ch=4, embed_blocks=[0, 1], upsample=[2, 2]),
+], ids=lambda net: type(net).__name__)
+def test_other_networks_hold_nothing_outside_containers(net):
+    assert held_outside_containers(net) == []
