@@ -57,19 +57,6 @@ def test_baseflow_then_adflow_through_cli(demo_data, cli, tmp_path):
         assert (exp2 / 'models' / name).is_file(), name
 
 
-def test_interrupted_adflow_resumes(demo_data, cli, tmp_path):
-    opt = tiny_flow_options(demo_data, 'adflow_resume', stage=2, total_iter=6, val=False)
-    opt['logger']['save_checkpoint_freq'] = 3
-    path = write_options(tmp_path, opt)
-    # first run stops at iteration 3 (as if killed after its checkpoint)
-    cli(['train', '-opt', path, '--force_yml', 'train:total_iter=3'], cwd=tmp_path)
-    cli(['train', '-opt', path, '--auto_resume'], cwd=tmp_path)
-    log = train_log(tmp_path / 'experiments' / 'adflow_resume')
-    assert 'Resuming training from epoch' in log and 'iter: 3.' in log
-    assert re.search(r'iter:\s+6,', log)
-    assert (tmp_path / 'experiments' / 'adflow_resume' / 'training_states' / '6.state').is_file()
-
-
 def test_nan_step_is_skipped_and_weights_untouched(demo_data, tmp_path):
     torch.manual_seed(0)
     opt = tiny_flow_options(demo_data, 'nan_step', stage=2, val=False)
