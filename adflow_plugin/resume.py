@@ -33,13 +33,14 @@ _PENDING = None  # the resume position, set by arm() and used once by the traini
 def rng_state():
     """The global random states: torch (CPU, and every CUDA device once CUDA is in use), numpy, python."""
     np_state = np.random.get_state(legacy=False)
-    state = {
-        'torch': torch.get_rng_state(),
-        'numpy': {'bit_generator': np_state['bit_generator'], 'key': torch.from_numpy(
-            np_state['state']['key'].astype(np.int64)), 'pos': int(np_state['state']['pos']),
-                  'has_gauss': int(np_state['has_gauss']), 'gauss': float(np_state['gauss'])},
-        'python': random.getstate(),
+    numpy_state = {  # torch.load(weights_only=True) reads tensors, not numpy arrays
+        'bit_generator': np_state['bit_generator'],
+        'key': torch.from_numpy(np_state['state']['key'].astype(np.int64)),
+        'pos': int(np_state['state']['pos']),
+        'has_gauss': int(np_state['has_gauss']),
+        'gauss': float(np_state['gauss']),
     }
+    state = {'torch': torch.get_rng_state(), 'numpy': numpy_state, 'python': random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
     return state
@@ -49,8 +50,12 @@ def set_rng_state(state):
     """Restore what :func:`rng_state` returned (CUDA states only when the device count matches)."""
     torch.set_rng_state(state['torch'])
     n = state['numpy']
-    np.random.set_state({'bit_generator': n['bit_generator'], 'state': {
-        'key': n['key'].numpy().astype(np.uint32), 'pos': n['pos']}, 'has_gauss': n['has_gauss'], 'gauss': n['gauss']})
+    np.random.set_state({
+        'bit_generator': n['bit_generator'],
+        'state': {'key': n['key'].numpy().astype(np.uint32), 'pos': n['pos']},
+        'has_gauss': n['has_gauss'],
+        'gauss': n['gauss'],
+    })
     random.setstate(_as_tuples(state['python']))
     cuda = state.get('cuda')
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

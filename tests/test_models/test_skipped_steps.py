@@ -17,7 +17,8 @@ def batch(seed=0, scale=4, size=8):
 def optimizer_state(optimizer):
     """Adam's moments and step counts, and its settings but the learning rate (the scheduler's)."""
     state = copy.deepcopy(optimizer.state_dict())
-    return {'state': state['state'], 'groups': [{k: v for k, v in g.items() if k != 'lr'} for g in state['param_groups']]}
+    groups = [{k: v for k, v in g.items() if k != 'lr'} for g in state['param_groups']]
+    return {'state': state['state'], 'groups': groups}
 
 
 def snapshot(model):
