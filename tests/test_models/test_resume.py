@@ -159,3 +159,33 @@ def test_resume_keeps_the_better_checkpoint(runs):
     with open(sorted(runs['exp'].glob('train_*.log'))[-1]) as f:
         log = f.read()
     assert 'Resuming training from epoch: 0, iter: 3' in log and 'New best' not in log
+
+
+@pytest.mark.parametrize('epoch,it,expect_skip', [(0, 3, 3), (1, 7, 2), (1, 10, 5), (0, 9, 0)],
+                         ids=['mid_epoch', 'second_epoch', 'end_of_epoch', 'not_in_epoch'])
+def test_sampler_continues_the_resumed_epoch(epoch, it, expect_skip):
+    """BasicSR's sampler (10 images, batch 2: 5 batches an epoch) after a resume from iteration ``it`` of
+    ``epoch``: the batches already trained on are skipped once, and the random states come back before the
+    first batch is read. An iteration outside the epoch (a changed data set) starts the epoch over."""
+    import random
+
+    from basicsr.data.data_sampler import EnlargedSampler
+
+    from adflow_plugin import resume
+    sampler = EnlargedSampler(list(range(10)), num_replicas=1, rank=0, ratio=1)
+    sampler.set_epoch(epoch)
+    full = list(iter(sampler))
+    torch.manual_seed(5)
+    random.seed(5)
+    saved = resume.rng_state()
+    expected_draw = (torch.rand(1), random.random())
+    torch.manual_seed(0)
+    random.seed(0)
+    opt = {'datasets': {'train': {'batch_size_per_gpu': 2}}, 'dist': False, 'num_gpu': 0, 'world_size': 1}
+    resume.arm(opt, {'epoch': epoch, 'iter': it, 'rng': saved})
+    try:
+        assert list(iter(sampler)) == full[expect_skip * 2:]
+        assert torch.equal(torch.rand(1), expected_draw[0]) and random.random() == expected_draw[1]
+        assert list(iter(sampler)) == full  # once only
+    finally:
+        resume.disarm()
