@@ -8,7 +8,8 @@ import importlib
 import sys
 
 # subcommand modules, in the order ``basicsr --help`` lists them
-COMMAND_MODULES = ['train', 'test', 'demo', 'prepare_data', 'compare', 'convert_srflow', 'flowcheck', 'infer', 'reproduce']
+COMMAND_MODULES = ['train', 'test', 'demo', 'prepare_data', 'compare', 'convert_srflow', 'flowcheck', 'infer', 'reproduce',
+                   'study']
 
 
 class CLIError(Exception):
