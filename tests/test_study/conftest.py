@@ -38,3 +38,47 @@ def results(tmp_path):
 def method_args(dirs, t='1'):
     return ['--method', f'AdFlow={dirs["flow"]}:t={t}', '--method', f'ESRGAN={dirs["esrgan"]}',
             '--method', f'GT={dirs["gt"]}']
+
+
+def make_study(tmp_path, participants=4, crops_per_image=1, crop_size=32, seed=3):
+    """A study of 3 methods (3 pairs) on 2 images: participants x (2 * crops_per_image * 3) trials."""
+    from adflow_plugin.study.create import create_study, parse_method
+    dirs = write_results(tmp_path / 'results')
+    methods = [parse_method(s) for s in (f'AdFlow={dirs["flow"]}:t=1', f'ESRGAN={dirs["esrgan"]}',
+                                         f'GT={dirs["gt"]}')]
+    study = str(tmp_path / 'study')
+    create_study(study, methods, dirs['lr'], crop_size=crop_size, crops_per_image=crops_per_image,
+                 participants=participants, seed=seed)
+    return study
+
+
+class ThreadServer:
+    """The study's real app under waitress in a thread of the test process, on a free port of 127.0.0.1."""
+
+    def __init__(self, study):
+        import threading
+
+        from waitress import create_server
+
+        from adflow_plugin.study.server import create_app
+        self.server = create_server(create_app(study), host='127.0.0.1', port=0, threads=4)
+        self.url = f'http://127.0.0.1:{self.server.effective_port}'
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.close()
+        self.server.task_dispatcher.shutdown()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope='module')
+def served_study(tmp_path_factory):
+    """(study folder, base URL, tokens) of a study served for the tests of one module."""
+    from adflow_plugin.study.create import load_study
+    study = make_study(tmp_path_factory.mktemp('served'))
+    server = ThreadServer(study)
+    try:
+        yield study, server.url, list(load_study(study)['participants'])
+    finally:
+        server.close()

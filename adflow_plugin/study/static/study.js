@@ -50,6 +50,17 @@
     }
   }
 
+  // the LR image is shown as large as its column allows (up- or downscaled, aspect kept); the box scales with it
+  function sizeLR() {
+    if (!state || !state.trial) return;
+    const [w, h] = state.trial.lr_size;
+    const tall = innerHeight > innerWidth;
+    const s = Math.min((tall ? 0.92 : 0.30) * innerWidth / w, (tall ? 0.32 : 0.78) * innerHeight / h);
+    $('lr').style.width = (w * s) + 'px';
+    $('lr').style.height = (h * s) + 'px';
+  }
+  addEventListener('resize', sizeLR);
+
   function render() {
     if (!state) return;
     if (!state.trial) { show('done'); return; }
@@ -57,6 +68,7 @@
     const t = state.trial;
     $('progress').textContent = (state.done + 1) + ' / ' + state.total;
     for (const side of ['left', 'right']) $(side).classList.remove('chosen');
+    sizeLR();
     const box = $('box');
     box.style.left = (100 * t.box[0]) + '%';
     box.style.top = (100 * t.box[1]) + '%';

@@ -1,0 +1,130 @@
+"""A scripted participant in real headless Chromium: keyboard and mouse answers, progress, resume after a
+reload, and the votes in SQLite are exactly the answers given."""
+import json
+import urllib.request
+
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from adflow_plugin.study import db
+from adflow_plugin.study.create import load_study
+
+from .browser import quit_chromium, start_chromium
+
+WAIT = 15
+
+
+@pytest.fixture(scope='module')
+def chromium(tmp_path_factory):
+    profile = str(tmp_path_factory.mktemp('chromium-profile'))
+    driver = start_chromium(profile)
+    try:
+        yield driver
+    finally:
+        quit_chromium(driver, profile)
+
+
+def wait_trial(driver, index):
+    """Until trial ``index`` is on screen with all three images loaded and answerable."""
+    WebDriverWait(driver, WAIT).until(lambda d: d.execute_script('return document.body.dataset.trial') == str(index))
+
+
+def visible(driver, element_id):
+    return driver.find_element(By.ID, element_id).is_displayed()
+
+
+def assert_fits(driver):
+    """The LR image and both zooms lie wholly inside the window (nothing to scroll to)."""
+    rects = driver.execute_script(
+        'return [innerWidth, innerHeight].concat(["lr", "left-img", "right-img"].map('
+        'id => document.getElementById(id).getBoundingClientRect().toJSON()))')
+    width, height, *boxes = rects
+    for box in boxes:
+        assert box['width'] > 50 and box['height'] > 20, boxes
+        assert box['left'] >= 0 and box['top'] >= 0 and box['right'] <= width and box['bottom'] <= height, (width, height, boxes)
+
+
+def expected_rows(plan, token, answers):
+    rows = []
+    for i, answer in enumerate(answers):
+        crop, pair, first_left = plan['participants'][token][i]
+        a, b = plan['pairs'][pair]
+        left, right = (a, b) if first_left else (b, a)
+        rows.append((i, crop, pair, left, right, answer, left if answer == 'left' else right))
+    return rows
+
+
+def stored_rows(study, token):
+    return [(v['trial'], v['crop'], v['pair'], v['left_method'], v['right_method'], v['answer'], v['chosen_method'])
+            for v in db.read_votes(study) if v['participant'] == token]
+
+
+def test_keyboard_participant_resumes_after_reload(served_study, chromium):
+    study, url, tokens = served_study
+    plan = load_study(study)
+    token = tokens[0]
+    total = len(plan['participants'][token])
+    driver = chromium
+    driver.set_window_size(1280, 800)
+    driver.get(f'{url}/p/{token}')
+    WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'intro'))
+    assert 'more realistic' in driver.find_element(By.ID, 'intro').text
+    keys = [Keys.ARROW_LEFT, Keys.ARROW_RIGHT, '2', '1', Keys.ARROW_RIGHT, Keys.ARROW_RIGHT]
+    side = {Keys.ARROW_LEFT: 'left', '1': 'left', Keys.ARROW_RIGHT: 'right', '2': 'right'}
+    answers = []
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    for i in range(total):
+        if i == 3:  # the participant closes the page and comes back: it resumes at trial 4
+            driver.refresh()
+            WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'intro'))
+            assert f'answered 3 of {total}' in driver.find_element(By.ID, 'resume-note').text
+            ActionChains(driver).send_keys(Keys.ENTER).perform()
+        wait_trial(driver, i)
+        assert driver.find_element(By.ID, 'progress').text == f'{i + 1} / {total}'
+        assert driver.find_element(By.CLASS_NAME, 'question').text == 'Which image zoom looks more realistic?'
+        if i == 0:
+            assert_fits(driver)
+        key = keys[i % len(keys)]
+        ActionChains(driver).send_keys(key).perform()
+        answers.append(side[key])
+    WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'done'))
+    assert stored_rows(study, token) == expected_rows(plan, token, answers)
+    source = driver.page_source
+    assert 'AdFlow' not in source and 'ESRGAN' not in source
+
+
+def test_mouse_participant_on_a_tablet_sized_screen(served_study, chromium):
+    study, url, tokens = served_study
+    plan = load_study(study)
+    token = tokens[1]
+    total = len(plan['participants'][token])
+    driver = chromium
+    driver.set_window_size(768, 1024)
+    driver.get(f'{url}/p/{token}')
+    WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'intro'))
+    driver.find_element(By.ID, 'start').click()
+    answers = []
+    for i in range(total):
+        wait_trial(driver, i)
+        assert driver.find_element(By.ID, 'progress').text == f'{i + 1} / {total}'
+        if i == 0:
+            assert_fits(driver)
+        answer = 'right' if i % 3 == 1 else 'left'
+        target = driver.find_element(By.ID, f'{answer}-img')
+        if i == 2:  # a double click is one answer
+            ActionChains(driver).double_click(target).perform()
+        else:
+            target.click()
+        answers.append(answer)
+    WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'done'))
+    assert stored_rows(study, token) == expected_rows(plan, token, answers)
+    # the participant's own data from the server never names a method
+    with urllib.request.urlopen(f'{url}/api/{token}/state') as r:
+        state = json.load(r)
+    assert state['done'] == total and state['trial'] is None
+    driver.refresh()  # a finished participant sees the thank-you page again, and votes stay as they were
+    WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'done'))
+    assert len(stored_rows(study, token)) == total
