@@ -63,12 +63,19 @@ class ThreadServer:
         from adflow_plugin.study.server import create_app
         self.server = create_server(create_app(study), host='127.0.0.1', port=0, threads=4)
         self.url = f'http://127.0.0.1:{self.server.effective_port}'
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def close(self):
-        self.server.close()
+    def _run(self):
+        from waitress import wasyncore
+        while not self.stop.is_set():  # short loops, so that close() ends it from the serving thread
+            wasyncore.loop(timeout=0.05, map=self.server._map, count=1)
         self.server.task_dispatcher.shutdown()
+        wasyncore.close_all(self.server._map)
+
+    def close(self):
+        self.stop.set()
         self.thread.join(10)
 
 
