@@ -92,14 +92,15 @@ def bradley_terry(methods, wins, iters=10000, tol=1e-12):
     return {m: math.log(p[m]) for m in methods}, pseudo
 
 
-def participant_consistency(votes):
-    """Per participant: votes, share answered "left", agreement with the other participants' majority
+def participant_consistency(votes, order=()):
+    """Per participant (in ``order``, then any others by token): votes, share answered "left", agreement with the other participants' majority
     on the same crop and pair (ties and trials no one else judged left out), median response time."""
     by_item = defaultdict(list)
     for v in votes:
         by_item[(v['crop'], v['pair'])].append(v)
     rows = {}
-    for pid in sorted({v['participant'] for v in votes}):
+    seen = {v['participant'] for v in votes}
+    for pid in [p for p in order if p in seen] + sorted(seen - set(order)):
         mine = [v for v in votes if v['participant'] == pid]
         agree = judged = 0
         for v in mine:
@@ -138,7 +139,7 @@ def summarise(plan, votes, reference=None, reps=2000, seed=0):
                           participants=len(clusters)))
     bt, pseudo = bradley_terry(methods, wins)
     return dict(reference=reference, methods=methods, pairs=pairs, bradley_terry=bt, bt_pseudo_votes=pseudo,
-                participants=participant_consistency(votes), votes=len(votes))
+                participants=participant_consistency(votes, list(plan['participants'])), votes=len(votes))
 
 
 def _pct(x):
