@@ -201,9 +201,10 @@ def create_study(study_dir, methods, lr_dir, crop_size=128, crops_per_image=3, p
         if scale is not None and s != scale:
             raise StudyError(f'image {stem} is at scale {s} but earlier images at {scale}; one study, one scale')
         scale = s
+        shapes[stem] = (h, w, lr_h, lr_w)
+    for stem, (h, w, _, _) in shapes.items():
         if crop_size > min(h, w):
             raise StudyError(f'--crop-size {crop_size} is larger than image {stem} ({w}x{h})')
-        shapes[stem] = (h, w, lr_h, lr_w)
     if crop_size % scale:
         raise StudyError(f'--crop-size {crop_size} is no multiple of the scale {scale} (the LR box must be whole pixels)')
 
