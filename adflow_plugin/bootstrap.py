@@ -1,13 +1,18 @@
 """Set up the project's virtual environment, then run the demo or the test suite.
 
     python3 adflow_plugin/bootstrap.py demo     # train the demo on CPU, write samples and metrics
-    python3 adflow_plugin/bootstrap.py test     # run the whole test suite
+    python3 adflow_plugin/bootstrap.py test     # run the whole test suite (installs Chromium first, see below)
 
 Standard library only: this runs before anything is installed. The environment lives in ``.venv/``
 at the repository root. It is made once; a later run finds it complete (a stamp records the
 ``setup.cfg`` it was made from) and starts at once. Install order matters: torch and torchvision
 first, then basicsr 1.4.2 without build isolation (its setup.py imports torch; with isolation pip
 would build it against a second, multi-GB torch), then this package in editable mode.
+
+The user-study tests drive a real headless Chromium. Before ``test``, when ``/usr/bin/chromium`` or
+``/usr/bin/chromedriver`` is missing and this runs as root on Debian or Ubuntu, Debian's ``chromium`` and
+``chromium-driver`` packages are installed (``apt-get update``, then ``apt-get install -y``); otherwise a
+note says what to install, and those tests fail with the same message.
 """
 import configparser
 import hashlib
@@ -65,6 +70,33 @@ def ensure_env():
         f.write(fingerprint + '\n')
 
 
+BROWSER_FILES = ('/usr/bin/chromium', '/usr/bin/chromedriver')
+BROWSER_PACKAGES = ('chromium', 'chromium-driver')
+
+
+def ensure_browser():
+    """Install Debian's Chromium and its driver for the browser tests, where this can be done."""
+    if all(osp.isfile(p) for p in BROWSER_FILES):
+        return True
+    apt = '/usr/bin/apt-get'
+    can = osp.isfile('/etc/debian_version') and osp.isfile(apt) and hasattr(os, 'geteuid') and os.geteuid() == 0
+    if not can:
+        print(f'note: the browser tests need {" and ".join(BROWSER_FILES)}; install them with '
+              f'"apt-get install {" ".join(BROWSER_PACKAGES)}" as root (Debian/Ubuntu). Without them those '
+              'tests fail.', flush=True)
+        return False
+    print(f'installing Debian\'s {" and ".join(BROWSER_PACKAGES)} for the browser tests (apt-get update, '
+          'then apt-get install)', flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
+    try:
+        _run([apt, 'update'], env=env)
+        _run([apt, 'install', '-y'] + list(BROWSER_PACKAGES), env=env)
+    except subprocess.CalledProcessError as e:
+        print(f'note: installing {" ".join(BROWSER_PACKAGES)} failed ({e}); the browser tests will fail', flush=True)
+        return False
+    return all(osp.isfile(p) for p in BROWSER_FILES)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ('demo', 'test', 'env'):
@@ -78,6 +110,7 @@ def main(argv=None):
     if command == 'demo':
         cmd = [osp.join(BIN, 'basicsr'), 'demo'] + rest
     elif command == 'test':
+        ensure_browser()
         cmd = [osp.join(BIN, 'python'), '-m', 'pytest', osp.join(ROOT, 'tests')] + rest
     else:
         return 0

@@ -22,6 +22,7 @@ def start_chromium(user_data_dir, width=1280, height=800):
     except ImportError:
         pytest.fail('selenium is not installed: pip install "selenium==4.51.0" (setup.cfg, extras "test")',
                     pytrace=False)
+    os.environ.setdefault('SE_OFFLINE', 'true')  # belt and braces: Selenium Manager may never download
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',

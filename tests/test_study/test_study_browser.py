@@ -128,3 +128,10 @@ def test_mouse_participant_on_a_tablet_sized_screen(served_study, chromium):
     driver.refresh()  # a finished participant sees the thank-you page again, and votes stay as they were
     WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'done'))
     assert len(stored_rows(study, token)) == total
+
+
+def test_a_missing_browser_fails_with_what_to_install(tmp_path, monkeypatch):
+    from . import browser
+    monkeypatch.setattr(browser, 'CHROMEDRIVER', str(tmp_path / 'no-chromedriver'))
+    with pytest.raises(pytest.fail.Exception, match='apt-get install chromium chromium-driver'):
+        browser.start_chromium(str(tmp_path / 'profile'))
