@@ -87,7 +87,7 @@ def test_kill_and_restart_under_load_loses_no_acknowledged_vote(tmp_path):
                    for tok in plan['participants']]
         for t in threads:
             t.start()
-        while len(acked) < 1000 and time.time() - t0 < DEADLINE_S:
+        while len(acked) < 1000 and any(t.is_alive() for t in threads) and time.time() - t0 < DEADLINE_S:
             time.sleep(0.01)
         killed_at, acked_at_kill = time.time() - t0, len(acked)
         os.kill(server.pid, signal.SIGKILL)
