@@ -165,8 +165,7 @@ def to_markdown(summary, plan):
                      f'{_pct(p["wilson"][1])} | {_pct(p["bootstrap"][0])}-{_pct(p["bootstrap"][1])} |')
     note = (f' ({summary["bt_pseudo_votes"]:g} pseudo-votes per side of every pair: a method won no vote)'
             if summary['bt_pseudo_votes'] else '')
-    lines += ['', f'## Bradley-Terry scores (log-strength, mean 0){note}', '', '| method | score | P(beats an equal-'
-              'strength average method) |', '| --- | ---: | ---: |']
+    lines += ['', f'## Bradley-Terry scores (log-strength, mean 0){note}', '', '| method | score | P(beats a method of score 0) |', '| --- | ---: | ---: |']
     for m, s in sorted(summary['bradley_terry'].items(), key=lambda kv: -kv[1]):
         lines.append(f'| {m} | {s:+.3f} | {100 / (1 + math.exp(-s)):.1f} % |')
     lines += ['', '## Participants', '', '| participant | votes | answered "left" (%) | agrees with the others\' '
@@ -183,7 +182,7 @@ def plot(summary, path):
     import matplotlib.pyplot as plt
 
     pairs = summary['pairs']
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 0.6 * max(len(pairs), len(summary['methods'])) + 1.8),
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 0.6 * max(len(pairs), len(summary['methods'])) + 2.2),
                                  gridspec_kw=dict(width_ratios=[3, 2]))
     ys = list(range(len(pairs)))[::-1]
     for y, p in zip(ys, pairs):
@@ -196,7 +195,7 @@ def plot(summary, path):
     ax.set_yticks(ys, [f'{p["a"]} vs {p["b"]}' for p in pairs])
     ax.set_xlim(0, 100)
     ax.set_xlabel('votes for the first method (%)')
-    ax.legend(loc='lower right', fontsize=8)
+    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8, frameon=False)
     bt = sorted(summary['bradley_terry'].items(), key=lambda kv: kv[1])
     bx.barh([m for m, _ in bt], [s for _, s in bt], color='C2')
     bx.axvline(0, color='grey', lw=0.8)
