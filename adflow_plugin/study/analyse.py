@@ -93,8 +93,9 @@ def bradley_terry(methods, wins, iters=10000, tol=1e-12):
 
 
 def participant_consistency(votes, order=()):
-    """Per participant (in ``order``, then any others by token): votes, share answered "left", agreement with the other participants' majority
-    on the same crop and pair (ties and trials no one else judged left out), median response time."""
+    """Per participant (in ``order``, then any others by token): votes, share answered "left", agreement
+    with the other participants' majority on the same crop and pair (ties and trials no one else judged
+    left out), median response time."""
     by_item = defaultdict(list)
     for v in votes:
         by_item[(v['crop'], v['pair'])].append(v)
@@ -158,14 +159,16 @@ def to_markdown(summary, plan):
             lines.append(f'| {p["b"]} | {p["votes"]} | {_pct(p["share_a"])} | {_pct(p["wilson"][0])}-'
                          f'{_pct(p["wilson"][1])} | {_pct(p["bootstrap"][0])}-{_pct(p["bootstrap"][1])} | '
                          f'{p["participants"]} |')
-    lines += ['', '## Every pair', '', '| A | B | votes | A preferred (%) | Wilson 95% CI | participant bootstrap 95% CI |',
+    lines += ['', '## Every pair', '',
+              '| A | B | votes | A preferred (%) | Wilson 95% CI | participant bootstrap 95% CI |',
               '| --- | --- | ---: | ---: | --- | --- |']
     for p in summary['pairs']:
         lines.append(f'| {p["a"]} | {p["b"]} | {p["votes"]} | {_pct(p["share_a"])} | {_pct(p["wilson"][0])}-'
                      f'{_pct(p["wilson"][1])} | {_pct(p["bootstrap"][0])}-{_pct(p["bootstrap"][1])} |')
     note = (f' ({summary["bt_pseudo_votes"]:g} pseudo-votes per side of every pair: a method won no vote)'
             if summary['bt_pseudo_votes'] else '')
-    lines += ['', f'## Bradley-Terry scores (log-strength, mean 0){note}', '', '| method | score | P(beats a method of score 0) |', '| --- | ---: | ---: |']
+    lines += ['', f'## Bradley-Terry scores (log-strength, mean 0){note}', '',
+              '| method | score | P(beats a method of score 0) |', '| --- | ---: | ---: |']
     for m, s in sorted(summary['bradley_terry'].items(), key=lambda kv: -kv[1]):
         lines.append(f'| {m} | {s:+.3f} | {100 / (1 + math.exp(-s)):.1f} % |')
     lines += ['', '## Participants', '', '| participant | votes | answered "left" (%) | agrees with the others\' '

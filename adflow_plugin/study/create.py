@@ -93,7 +93,8 @@ def match_method_files(method, stems):
                                  f'(temperatures there: {", ".join(f"{t:g}" for t in temps) or "none"})')
         elif len(temps) > 1:
             raise StudyError(f'method {method["name"]}: image {stem} has samples at temperatures '
-                             f'{", ".join(f"{t:g}" for t in temps)}; pick one with {method["name"]}={method["dir"]}:t=T')
+                             f'{", ".join(f"{t:g}" for t in temps)}; '
+                             f'pick one with {method["name"]}={method["dir"]}:t=T')
         want_s = 0 if method['s'] is None else method['s']
         if any(c[0] is not None for c in cands):
             picked = [c for c in cands if c[0] is not None and c[1] == want_s]
@@ -206,7 +207,8 @@ def create_study(study_dir, methods, lr_dir, crop_size=128, crops_per_image=3, p
         if crop_size > min(h, w):
             raise StudyError(f'--crop-size {crop_size} is larger than image {stem} ({w}x{h})')
     if crop_size % scale:
-        raise StudyError(f'--crop-size {crop_size} is no multiple of the scale {scale} (the LR box must be whole pixels)')
+        raise StudyError(f'--crop-size {crop_size} is no multiple of the scale {scale} '
+                         '(the LR box must be whole pixels)')
 
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
     rng = random.Random(seed)

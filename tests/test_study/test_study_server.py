@@ -65,7 +65,8 @@ def test_votes_are_validated_and_retries_stored_once(served_study):
     assert vote(url, token, 0, 'left', vote_id='first-vote-0')[0] == 409  # the same id for another answer
     assert vote(url, other, 0, 'right', vote_id='first-vote-0')[0] == 409  # another participant, same id
     mine = [v for v in rows(study) if v['participant'] == token]
-    assert [(v['trial'], v['answer'], v['vote_id'], v['response_ms']) for v in mine] == [(0, 'right', 'first-vote-0', 900)]
+    stored = [(v['trial'], v['answer'], v['vote_id'], v['response_ms']) for v in mine]
+    assert stored == [(0, 'right', 'first-vote-0', 900)]
     # votes of one participant do not show in another's state
     status, body = request(url, 'GET', f'/api/{other}/state')
     assert status == 200 and json.loads(body)['done'] == 0
