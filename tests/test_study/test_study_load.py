@@ -58,7 +58,7 @@ def participant(port, token, trials, acked, stats, stop):
                 conn.close()
             except (OSError, http.client.HTTPException, ValueError):
                 stats['unacknowledged'] += 1
-                time.sleep(0.05)
+                time.sleep(0.2)
                 continue
             if r.status != 200:
                 stats['rejected'].append((token, trial, r.status, reply))
