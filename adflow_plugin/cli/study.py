@@ -13,10 +13,10 @@ def register(subparsers):
     c = sub.add_parser(
         'create', help='build a study folder from basicsr test results',
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description='Builds STUDY: random crops (seeded, recorded) cut from every method\'s SR image, the LR '
-        'images, every method pair, and for each participant a token and a random, left/right-balanced order\n'
-        'of all (crop, pair) trials. Images are matched by the LR file names: a method folder holds '
-        '<image>.png,\n<image>_<suffix>.png (ESRGAN) or <image>_t<T>[_s<k>]_<suffix>.png (flow samples).\n\n'
+        description='Builds STUDY: random crops (seeded, recorded) cut from every method\'s SR image, the LR\n'
+        'images, every method pair, and for each participant a token and a random, left/right-balanced\n'
+        'order of all (crop, pair) trials. Images are matched by the LR file names: a method folder holds\n'
+        '<image>.png, <image>_<suffix>.png (ESRGAN) or <image>_t<T>[_s<k>]_<suffix>.png (flow samples).\n\n'
         'example:\n  basicsr study create studies/demo --lr datasets/demo/val/LRbicx4 \\\n'
         '    --method T0.8=results/test_demo_AdFlow_x4/visualization/demo_val:t=0.8 \\\n'
         '    --method T1=results/test_demo_AdFlow_x4/visualization/demo_val:t=1')
