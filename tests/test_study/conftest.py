@@ -55,13 +55,13 @@ def make_study(tmp_path, participants=4, crops_per_image=1, crop_size=32, seed=3
 class ThreadServer:
     """The study's real app under waitress in a thread of the test process, on a free port of 127.0.0.1."""
 
-    def __init__(self, study):
+    def __init__(self, study, port=0):
         import threading
 
         from waitress import create_server
 
         from adflow_plugin.study.server import create_app
-        self.server = create_server(create_app(study), host='127.0.0.1', port=0, threads=4)
+        self.server = create_server(create_app(study), host='127.0.0.1', port=port, threads=4)
         self.url = f'http://127.0.0.1:{self.server.effective_port}'
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -138,3 +138,32 @@ def test_a_missing_browser_fails_with_what_to_install(tmp_path, monkeypatch):
         browser.start_chromium(str(tmp_path / 'profile'))
     assert outcome.type is pytest.fail.Exception
     assert 'apt-get install chromium chromium-driver' in str(outcome.value)
+
+
+def test_an_answer_given_while_the_server_is_down_is_sent_once_it_is_back(tmp_path, chromium):
+    from .conftest import ThreadServer, make_study
+    study = make_study(tmp_path, participants=1)
+    token = load_study(study)['participants'].popitem()[0]
+    server = ThreadServer(study)
+    port = server.server.effective_port
+    driver = chromium
+    driver.set_window_size(1280, 800)
+    try:
+        driver.get(f'{server.url}/p/{token}')
+        WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'intro'))
+        ActionChains(driver).send_keys(Keys.ENTER).perform()
+        wait_trial(driver, 0)
+        ActionChains(driver).send_keys('1').perform()
+        wait_trial(driver, 1)
+        server.close()  # the server goes away; the participant answers trial 2 anyway
+        ActionChains(driver).send_keys('2').perform()
+        WebDriverWait(driver, WAIT).until(lambda d: 'Saving' in d.find_element(By.ID, 'status').text)
+        assert [v['trial'] for v in db.read_votes(study)] == [0]
+        server = ThreadServer(study, port=port)  # back: the page resends, the vote is stored once
+        wait_trial(driver, 2)
+        assert driver.find_element(By.ID, 'progress').text.startswith('3 / ')
+    finally:
+        server.close()
+    votes = db.read_votes(study)
+    assert [(v['trial'], v['answer']) for v in votes] == [(0, 'left'), (1, 'right')]
+    assert all(v['response_ms'] >= 0 for v in votes)
