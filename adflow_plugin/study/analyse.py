@@ -11,6 +11,7 @@ Two intervals per method pair, because they answer different questions:
   uses 5) the bootstrap is coarse itself. Report both; when they differ, the wider one is the honest one.
 """
 import csv
+import itertools
 import json
 import math
 import os
@@ -92,10 +93,31 @@ def bradley_terry(methods, wins, iters=10000, tol=1e-12):
     return {m: math.log(p[m]) for m in methods}, pseudo
 
 
+def circular_triads(mine):
+    """(circular, complete) method triads of one participant's votes, counted per crop.
+
+    A triad is complete when the participant judged all three pairs of three methods on one crop, and
+    circular when every method of it won once (A > B > C > A): an answer that no ranking explains.
+    Answering at random makes 1 in 4 complete triads circular.
+    """
+    winner = defaultdict(dict)
+    for v in mine:
+        winner[v['crop']][frozenset((v['left_method'], v['right_method']))] = v['chosen_method']
+    circular = complete = 0
+    for judged in winner.values():
+        methods = sorted(set().union(*judged))
+        for triad in itertools.combinations(methods, 3):
+            wins = [judged.get(frozenset(p)) for p in itertools.combinations(triad, 2)]
+            if None not in wins:
+                complete += 1
+                circular += len(set(wins)) == 3
+    return circular, complete
+
+
 def participant_consistency(votes, order=()):
     """Per participant (in ``order``, then any others by token): votes, share answered "left", agreement
     with the other participants' majority on the same crop and pair (ties and trials no one else judged
-    left out), median response time."""
+    left out), circular triads (``circular_triads``), median response time."""
     by_item = defaultdict(list)
     for v in votes:
         by_item[(v['crop'], v['pair'])].append(v)
@@ -110,7 +132,9 @@ def participant_consistency(votes, order=()):
             if others and 2 * same != len(others):
                 judged += 1
                 agree += 2 * same > len(others)
+        circular, complete = circular_triads(mine)
         rows[pid] = dict(votes=len(mine), left_share=sum(v['answer'] == 'left' for v in mine) / len(mine),
+                         circular_triads=circular, complete_triads=complete,
                          majority_agreement=agree / judged if judged else math.nan, compared=judged,
                          median_response_ms=median(v['response_ms'] for v in mine))
     return rows
@@ -172,10 +196,11 @@ def to_markdown(summary, plan):
     for m, s in sorted(summary['bradley_terry'].items(), key=lambda kv: -kv[1]):
         lines.append(f'| {m} | {s:+.3f} | {100 / (1 + math.exp(-s)):.1f} % |')
     lines += ['', '## Participants', '', '| participant | votes | answered "left" (%) | agrees with the others\' '
-              'majority (%) | median response (s) |', '| --- | ---: | ---: | ---: | ---: |']
+              'majority (%) | circular triads | median response (s) |', '| --- | ---: | ---: | ---: | ---: | ---: |']
     for i, (pid, r) in enumerate(summary['participants'].items()):
         lines.append(f'| P{i + 1} ({pid[:4]}...) | {r["votes"]} | {_pct(r["left_share"])} | '
-                     f'{_pct(r["majority_agreement"])} | {r["median_response_ms"] / 1000:.1f} |')
+                     f'{_pct(r["majority_agreement"])} | {r["circular_triads"]} of {r["complete_triads"]} | '
+                     f'{r["median_response_ms"] / 1000:.1f} |')
     return '\n'.join(lines) + '\n'
 
 

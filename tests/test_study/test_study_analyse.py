@@ -94,6 +94,9 @@ def test_analyse_fixed_vote_table(tmp_path, capsys):
     assert [p['majority_agreement'] for p in parts][0] == pytest.approx(3 / 6)
     assert [p['majority_agreement'] for p in parts][3] == pytest.approx(2 / 6)
     assert [p['median_response_ms'] for p in parts] == [1000, 2000, 3000, 4000]
+    # circular triads, per crop: P0 crop 0 A>E, A>G, E>G (a ranking), crop 1 A>E, G>A, E>G (a cycle);
+    # P1 A>E, G>A, E>G on both crops (cycles); P2 and P3 rank GT first on both crops
+    assert [(p['circular_triads'], p['complete_triads']) for p in parts] == [(1, 2), (2, 2), (0, 2), (0, 2)]
     votes = db.read_votes(study)
     for pid, p in summary['participants'].items():
         mine = [v for v in votes if v['participant'] == pid]
@@ -102,6 +105,7 @@ def test_analyse_fixed_vote_table(tmp_path, capsys):
     md = (out / 'summary.md').read_text()
     assert '| ESRGAN | 8 | 75.0 | 40.9-92.9 | 25.0-100.0 | 4 |' in md
     assert '| GT | 8 | 12.5 | 2.2-47.1 |' in md
+    assert '| 66.7 | 2 of 2 | 2.0 |' in md  # P1: agreement, circular triads, median response
     assert md in capsys.readouterr().out
     with open(out / 'votes.csv') as f:
         rows = list(csv.DictReader(f))
