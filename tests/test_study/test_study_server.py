@@ -2,6 +2,7 @@
 served and what is not."""
 import http.client
 import json
+import sqlite3
 from urllib.parse import urlsplit
 
 import pytest
@@ -67,6 +68,11 @@ def test_votes_are_validated_and_retries_stored_once(served_study):
     mine = [v for v in rows(study) if v['participant'] == token]
     stored = [(v['trial'], v['answer'], v['vote_id'], v['response_ms']) for v in mine]
     assert stored == [(0, 'right', 'first-vote-0', 900)]
+    conn = sqlite3.connect(db.db_path(study))  # the database file is in WAL mode, as any reader finds it
+    try:
+        assert conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+    finally:
+        conn.close()
     # votes of one participant do not show in another's state
     status, body = request(url, 'GET', f'/api/{other}/state')
     assert status == 200 and json.loads(body)['done'] == 0
