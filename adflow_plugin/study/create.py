@@ -171,7 +171,7 @@ def create_study(study_dir, methods, lr_dir, crop_size=128, crops_per_image=3, p
     if len(set(names)) != len(names):
         raise StudyError(f'method names must be distinct, got {", ".join(names)}')
     for key, value, low in (('--crop-size', crop_size, 1), ('--crops-per-image', crops_per_image, 1),
-                            ('--participants', participants, 1)):
+                            ('--participants', participants, 1), ('--images', 1 if images is None else images, 1)):
         if value < low:
             raise StudyError(f'{key} must be at least {low}, got {value}')
     lr_files = _image_files(lr_dir, 'LR')

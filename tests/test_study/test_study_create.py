@@ -96,6 +96,7 @@ def _resize(results):
     (None, [], 'spec', '--method expects NAME=DIR[:t=T][:s=K]'),
     (None, [], 'duplicate', 'method names must be distinct'),
     (None, ['--participants', '0'], None, '--participants must be at least 1'),
+    (None, ['--images', '0'], None, '--images must be at least 1'),
 ])
 def test_refusals_are_one_clear_line_and_write_nothing(tmp_path, results, capsys, change, extra, methods, message):
     if change:
