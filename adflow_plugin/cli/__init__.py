@@ -8,8 +8,10 @@ import importlib
 import sys
 
 # subcommand modules, in the order ``basicsr --help`` lists them
-COMMAND_MODULES = ['train', 'test', 'demo', 'prepare_data', 'compare', 'convert_srflow', 'flowcheck', 'infer', 'reproduce',
-                   'study']
+COMMAND_MODULES = [
+    'train', 'test', 'demo', 'prepare_data', 'fetch_weights', 'compare', 'convert_srflow', 'flowcheck', 'infer',
+    'reproduce', 'study'
+]
 
 
 class CLIError(Exception):

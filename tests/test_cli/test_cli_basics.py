@@ -16,7 +16,7 @@ from tests.conftest import OPTIONS, REPO, run_cli, write_options
 
 def test_help(cli, tmp_path):
     out = cli(['--help'], cwd=tmp_path).stdout
-    for command in ('train', 'test', 'demo', 'prepare-data', 'flowcheck', 'compare'):
+    for command in ('train', 'test', 'demo', 'prepare-data', 'fetch-weights', 'flowcheck', 'compare'):
         assert command in out
     out = cli(['train', '--help'], cwd=tmp_path).stdout
     for arg in ('-opt', '--launcher', '--auto_resume', '--debug', '--force_yml'):
