@@ -79,6 +79,8 @@ def test_paper_values(scale):
     assert base['val']['temperature'] == 0.9 and ad['val']['temperature'] == 1.0
     assert ad['network_d']['num_feat'] == 16 and ad['network_d']['input_size'] == patch
     assert ad['train']['gan_opt']['loss_weight'] == gan_w and ad['train']['optim_d']['lr'] == d_lr
+    # the paper's adversarial weight is relative to SRFlow's per-pixel NLL (tests/test_losses checks the balance)
+    assert ad['train']['nll_opt']['unit'] == 'bits_per_pixel_srflow'
     assert ad['path']['pretrain_network_g'] == f'experiments/BaseFlow_x{scale}_DF2K/models/net_g_latest.pth'
     assert ad['val']['best_metric'] == 'lpips' and ad['val']['metrics']['lpips']['better'] == 'lower'
 

@@ -24,7 +24,9 @@ class FlowNLLLoss(nn.Module):
     * ``bits_per_dim``: nll / (D * ln 2) (D = C*H*W). Default; comparable across image sizes.
     * ``bits_per_pixel_srflow``: SRFlow's unit, (-(log p + log-dets) + H*W*log(quant)) / (H*W * ln 2):
       per pixel (not per dimension), and its dequantisation charge counts log(quant) per pixel instead
-      of per dimension. Only for comparing with numbers SRFlow reports.
+      of per dimension. The stage-2 (AdFlow) options train in it: the paper's adversarial weights are
+      relative to SRFlow's per-pixel NLL, which is 3x the per-dimension one (for RGB), so with
+      ``bits_per_dim`` the same weight would count three times as much against the NLL.
     * ``nats``: nll summed over the image, in nats (with ``quant: 0`` and a unit Laplace prior at
       flow_depth 0 this is exactly ``L1_sum + D*log 2``, Sec. 3.1).
 
