@@ -169,3 +169,24 @@ def test_multiscale_rrdbnet_x4_equals_basicsr_rrdbnet():
     for scale in (6, 8):
         net = MultiScaleRRDBNet(3, 3, scale=scale, num_feat=8, num_block=1, num_grow_ch=4)
         assert net(x).shape == (1, 3, 6 * scale, 7 * scale)
+
+
+@pytest.mark.parametrize('prior, unit_std', [('gaussian', 1.0), ('laplace', math.sqrt(2))])
+def test_drawn_latents_scale_with_temperature(prior, unit_std):
+    """Encode a sample back: the latents it was drawn from have standard deviation T times the prior's.
+
+    A fresh network's split priors are zero-initialised (mean 0, scale 1), so every latent is the drawn
+    noise itself; with the same seed the draws at T and at 1 differ exactly by the factor T."""
+    torch.manual_seed(0)
+    net = tiny_net(4, prior=prior)
+    lr, hr = lr_hr(4, h=8, w=8)
+    net(lr, hr)  # ActNorm initialisation
+    net.eval()
+    with torch.no_grad():
+        drawn = {t: net.encode(net.decode(lr, temperature=t, seed=3), lr)['latents'] for t in (1.0, 0.5, 0.25)}
+    for t in (0.5, 0.25):
+        for z1, zt in zip(drawn[1.0], drawn[t]):
+            torch.testing.assert_close(zt, t * z1, atol=2e-4, rtol=1e-3)
+    flat = {t: torch.cat([z.flatten() for z in zs]) for t, zs in drawn.items()}
+    for t, z in flat.items():
+        assert z.std().item() == pytest.approx(t * unit_std, rel=0.1), (t, z.std().item())
