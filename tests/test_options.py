@@ -99,3 +99,62 @@ def test_esrgan_options_keep_basicsr_stock_keys(scale):
     assert psnr['train']['optim_g']['lr'] == 2e-4 and psnr['train']['total_iter'] == 1000000
     assert esr['network_g']['type'] == ('RRDBNet' if scale == 4 else 'MultiScaleRRDBNet')
     assert esr['path']['pretrain_network_g'] == f'experiments/RRDB_PSNR_x{scale}_DF2K/models/net_g_latest.pth'
+
+
+ABLATION_CHANGES = {  # each ablation file against train_{AdFlow,BaseFlow}_x8.yml: network_g and train changes
+    'K1': ({'flow_depth': 1}, set()),
+    'K2': ({'flow_depth': 2}, set()),
+    'K4': ({}, set()),  # the shipped recipe's K
+    'K8': ({'flow_depth': 8}, set()),
+    'K16': ({'flow_depth': 16}, set()),
+    'L1': ({'flow_depth': 0, 'prior': 'laplace', 'embed_blocks': []}, {'temperature'}),
+    'learned1x1_sigmoid': ({'rotation': 'learned', 'coupling_scale': 'sigmoid'}, set()),
+    'random_rotation_sigmoid': ({'coupling_scale': 'sigmoid'}, set()),
+    'no_coupling': ({'coupling': False}, set()),
+    'perceptual': ({}, {'perceptual_opt'}),
+}
+ABLATIONS = sorted(glob.glob(os.path.join(OPTIONS, 'ablation', '*.yml')))
+
+
+@pytest.mark.parametrize('path', ABLATIONS, ids=[os.path.basename(f) for f in ABLATIONS])
+def test_ablation_file_changes_only_its_variable(path):
+    """The Fig. 7 / Table 3 rungs differ from the paper configuration in exactly the studied setting."""
+    name = os.path.basename(path)[:-len('.yml')]
+    stage, _, variant = name[len('train_'):].partition('_x8_')
+    net_change, train_change = ABLATION_CHANGES[variant]
+    opt, base = load(path), load(os.path.join(OPTIONS, f'train_{stage}_x8.yml'))
+    changed = {k: v for k, v in opt['network_g'].items() if base['network_g'].get(k) != v}
+    assert changed == net_change and set(opt['network_g']) == set(base['network_g'])
+    assert {k for k in set(opt['train']) | set(base['train']) if opt['train'].get(k) != base['train'].get(k)} == (
+        train_change if stage == 'AdFlow' or variant != 'L1' else set())
+    assert opt['name'] == f'{stage}_x8_{"K" if variant == "L1" else ""}{variant}_DF2K'
+    assert opt['datasets'] == base['datasets'] and opt['val'].keys() == base['val'].keys()
+    if stage == 'AdFlow':  # stage 2 starts from its own stage-1 rung (the perceptual row: the paper's BaseFlow)
+        stage1 = 'x8_DF2K' if variant == 'perceptual' else opt['name'][len('AdFlow_'):]
+        assert opt['path']['pretrain_network_g'] == f'experiments/BaseFlow_{stage1}/models/net_g_latest.pth'
+    assert {os.path.basename(p)[len('train_'):].partition('_x8_')[2][:-4] for p in ABLATIONS} == set(ABLATION_CHANGES)
+
+
+def test_readme_parameter_counts():
+    """The parameter counts the README's model table quotes, built (on the meta device: no memory) from the
+    shipped options and from SRFlow's released architecture."""
+    from adflow_plugin.convert_srflow import srflow_network_options
+
+    def count(net_opt):
+        with torch.device('meta'):
+            return params(build_network(OrderedDict(net_opt)))
+
+    readme = open(os.path.join(os.path.dirname(OPTIONS), 'README.md')).read()
+    expected = {  # scale: (generator, its RRDB embedding, discriminator)
+        4: (21834240, 16622400, 1176617), 6: (24131680, 16622400, 1061417), 8: (24168608, 16659328, 1176617)}
+    for scale, (g_count, embed_count, d_count) in expected.items():
+        opt = load(os.path.join(OPTIONS, f'train_AdFlow_x{scale}.yml'))
+        net_opt = network_options(opt, 'network_g')
+        with torch.device('meta'):
+            g = build_network(OrderedDict(net_opt))
+        assert (params(g), params(g.embed), count(opt['network_d'])) == (g_count, embed_count, d_count)
+        base = network_options(load(os.path.join(OPTIONS, f'train_BaseFlow_x{scale}.yml')), 'network_g')
+        assert dict(base, pretrained_embed=None) == dict(net_opt, pretrained_embed=None)  # the same generator
+        assert f'{g_count:,}' in readme and f'{d_count:,}' in readme
+    for scale, srflow_count in ((4, 39189648), (8, 50469728)):
+        assert count(srflow_network_options(scale)) == srflow_count and f'{srflow_count:,}' in readme
