@@ -1,5 +1,7 @@
 """BasicSR 1.4.2 fixes applied by ``import adflow_plugin``."""
 import os
+import signal
+import time
 
 import pytest
 import torch
@@ -21,6 +23,56 @@ def test_atomic_save_leaves_no_truncated_file(tmp_path):
     compat.atomic_torch_save({'params': {'w': torch.ones(3)}}, path)
     assert torch.equal(torch.load(path, weights_only=True)['params']['w'], torch.ones(3))
     assert not os.path.exists(path + '.partial')
+
+
+def write_large_state(path):
+    """A 256 MB training state, written by the project's atomic save (run in a forked child)."""
+    state = {'iter': 20, 'optimizers': [{f'exp_avg_{i}': torch.full((4_000_000, ), float(i)) for i in range(16)}]}
+    compat.atomic_torch_save(state, path)
+
+
+def test_killed_while_saving_a_state_auto_resume_takes_the_last_complete_one(tmp_path):
+    """SIGKILL a process while it writes a 256 MB training state: nothing appears under the final name, and
+    ``--auto_resume``'s search (``basicsr.train.load_resume_state``) loads the previous complete state."""
+    import multiprocessing
+    states = tmp_path / 'experiments' / 'run' / 'training_states'
+    states.mkdir(parents=True)
+    compat.atomic_torch_save({'iter': 10, 'epoch': 1}, str(states / '10.state'))
+    target = states / '20.state'
+    partial = states / '20.state.partial'
+    for attempt in range(5):  # a fast disk may finish before the kill lands; then try again
+        proc = multiprocessing.get_context('fork').Process(target=write_large_state, args=(str(target), ))
+        proc.start()
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline and proc.is_alive():
+                if any(f.is_file() and f.stat().st_size > 1 << 20 for f in (partial, target)):
+                    os.kill(proc.pid, signal.SIGKILL)  # while it writes (whichever name it writes to)
+                    break
+        finally:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+        assert proc.exitcode in (0, -signal.SIGKILL), proc.exitcode
+        if proc.exitcode == -signal.SIGKILL:
+            assert not target.exists(), 'a killed save left a file under the final name'
+            break
+        target.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    else:
+        pytest.skip('the state was always written completely before the kill landed')
+    assert partial.is_file() and 1 << 20 < partial.stat().st_size < 256 << 20  # killed mid-write
+    import basicsr.train
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        opt = {'name': 'run', 'auto_resume': True, 'num_gpu': 0,
+               'path': {'resume_state': None, 'models': str(tmp_path / 'models')}}
+        state = basicsr.train.load_resume_state(opt)
+    finally:
+        os.chdir(cwd)
+    assert state == {'iter': 10, 'epoch': 1}
+    assert opt['path']['resume_state'].endswith(os.path.join('training_states', '10.state'))
 
 
 def test_basicsr_is_patched():
