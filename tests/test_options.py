@@ -73,6 +73,9 @@ def test_paper_values(scale):
         assert opt['network_g']['embed_blocks'] == [1, 4, 6, 8]
         assert opt['train']['total_iter'] == 200000 and opt['train']['nll_opt']['quant'] == 32
         assert opt['datasets']['train']['dataroot_gt'] == 'datasets/DF2K/DF2K_HR_sub.lmdb'
+        # validation (and net_g_best) on held-out training images, as the paper selects; never a test set
+        assert opt['datasets']['val']['dataroot_gt'] == 'datasets/DF2K_holdout/GT'
+        assert opt['datasets']['val']['dataroot_lq'] == f'datasets/DF2K_holdout/LRbicx{scale}'
     if lr1 is not None:
         assert base['train']['optim_g']['lr'] == lr1
     assert 'network_d' not in base and 'gan_opt' not in base['train']

@@ -18,6 +18,9 @@ Recipe:
      240 px (thresh_size 0), LR sub-images 480/s every 240/s cut from the whole-image LR, keys
      <image>_s001 ... paired across scales; each sub-image folder packed by BasicSR's
      make_lmdb_from_imgs (meta_info.txt) into <name>.partial.lmdb, checked, renamed to <name>.lmdb.
+  2b. Held out: the last --holdout (30) Flickr2K images by name (at most half of those found) are kept
+     out of the DF2K LMDBs and written like a test set to DF2K_holdout/GT and LRbicx<s>: the training
+     options validate and select net_g_best on them, so the test sets below stay unseen until testing.
   3. DIV2K_val, BSD100, Urban100: GT cropped, top-left kept, to a multiple of the lcm over --scales of
      8 (4x), 48 (6x), 16 (8x): 48 for 4 6 8; GT/<name>.png and LRbicx<s>/<name>.png = bicubic(GT)/s.
   4. A second run skips finished outputs; an interrupted run (Ctrl-C, kill) resumes where it stopped,
@@ -27,6 +30,7 @@ Recipe:
 
 Resulting layout (under --out, default datasets):
   DF2K/DF2K_HR_sub.lmdb  DF2K/DF2K_LRbicx{4,6,8}_sub.lmdb
+  DF2K_holdout/GT  DF2K_holdout/LRbicx{4,6,8}  (held-out training images, for validation)
   DIV2K_val/GT  BSD100/GT  Urban100/GT        with LRbicx{4,6,8}/ next to each GT
 
 Input: non-image files are ignored with a warning; an undecodable or truncated image stops the run
@@ -45,7 +49,7 @@ def _lr_dir(value):
 
 
 def register(subparsers):
-    from adflow_plugin.data.prepare import CROP_SIZE, SCALES, SET_NAMES, STEP, default_workers
+    from adflow_plugin.data.prepare import CROP_SIZE, HOLDOUT_COUNT, SCALES, SET_NAMES, STEP, default_workers
     p = subparsers.add_parser('prepare-data', help='prepare DF2K (LMDB) and DIV2K val, BSD100, Urban100 with '
                               'MATLAB-bicubic LR at 4x/6x/8x', description=RECIPE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +69,9 @@ def register(subparsers):
     p.add_argument('--crop-size', type=int, default=CROP_SIZE, metavar='PX',
                    help='HR sub-image size (default: %(default)s, BasicSR\'s recipe)')
     p.add_argument('--step', type=int, default=STEP, metavar='PX', help='HR sub-image step (default: %(default)s)')
+    p.add_argument('--holdout', type=int, default=HOLDOUT_COUNT, metavar='N',
+                   help='with DF2K: keep the last N Flickr2K images (by name, at most half) out of training and '
+                   'write them to DF2K_holdout for validation (default: %(default)s; 0: none)')
     p.add_argument('--keep-sub-folders', action='store_true',
                    help='keep the *_sub PNG folders the LMDBs are packed from (deleted by default; pass it on '
                    'every run to keep them)')
@@ -82,7 +89,7 @@ def run_prepare_data(args):
         prepare_datasets(downloads=args.downloads, out=args.out, sets=args.sets, scales=args.scales,
                          workers=args.workers, lr_dirs=args.lr_dirs, crop_size=args.crop_size, step=args.step,
                          keep_sub_folders=args.keep_sub_folders, verify=args.verify,
-                         verify_samples=args.verify_samples)
+                         verify_samples=args.verify_samples, holdout=args.holdout)
     except PrepareError as e:
         raise CLIError(str(e)) from None
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ Layout, relative to the working directory (every shipped options file points int
     datasets/downloads/DIV2K_valid_HR/0801.png ...
     datasets/downloads/BSD100/  datasets/downloads/Urban100/
     datasets/DF2K/DF2K_HR_sub.lmdb  DF2K_LRbicx{4,6,8}_sub.lmdb   training set (LMDB, keys paired)
+    datasets/DF2K_holdout/GT  LRbicx{4,6,8}                        held-out training images (validation)
     datasets/DIV2K_val/GT  LRbicx{4,6,8}                           test sets (PNG folders, same names)
     datasets/BSD100/GT     LRbicx{4,6,8}
     datasets/Urban100/GT   LRbicx{4,6,8}
@@ -30,6 +31,11 @@ with other settings or sources refuses to touch it. Sub-images are written to
 ``<set>/<name>_sub/`` folders with a ``_done.txt`` log of finished source images; an LMDB is written
 as ``<name>.partial.lmdb``, checked, then renamed, so a final ``.lmdb`` name always means complete.
 Test-set PNGs are written under a temporary name and renamed. A second run skips what exists.
+
+Held out. The last ``holdout`` (30) Flickr2K images by name (000002621 ... 000002650 of the 2650; at
+most half of the Flickr2K images found) are left out of the DF2K LMDBs and written like a test set to
+``DF2K_holdout``: the training options select their best checkpoint on it (the paper selects on
+training data), so the evaluation sets are used only by ``basicsr test``.
 
 Input. Files whose extension is not an image's are ignored with a warning. A file with an image
 extension that cannot be decoded, or is truncated, stops the run with an error naming it.
@@ -61,7 +67,8 @@ from adflow_plugin.utils.matlab_resize import imresize_uint8
 __all__ = [
     'PrepareError', 'SCALES', 'SET_NAMES', 'TRAIN_SETS', 'TEST_SETS', 'CROP_SIZE', 'STEP', 'THRESH_SIZE',
     'TRAIN_HR_MULTIPLE', 'hr_multiple', 'output_paths', 'read_image', 'crop_to_multiple', 'subimage_positions',
-    'find_source_images', 'pair_lr_folder', 'check_lmdb', 'prepare_datasets', 'verify_datasets'
+    'find_source_images', 'pair_lr_folder', 'check_lmdb', 'prepare_datasets', 'verify_datasets', 'HOLDOUT_SET',
+    'HOLDOUT_COUNT', 'split_holdout'
 ]
 
 SCALES = (4, 6, 8)
@@ -124,6 +131,9 @@ TEST_SETS = {
     'Urban100': (SourceSpec('Urban100', ('Urban100', ), 'Urban100 HR images (e.g. benchmark/Urban100/HR)'), ),
 }
 SET_NAMES = tuple(TRAIN_SETS) + tuple(TEST_SETS)
+HOLDOUT_SET = 'DF2K_holdout'  # written with DF2K: training images kept out of its LMDBs, for validation
+HOLDOUT_SOURCE = 'Flickr2K_HR'
+HOLDOUT_COUNT = 30
 
 
 def output_paths(out='datasets', scales=SCALES):
@@ -134,7 +144,7 @@ def output_paths(out='datasets', scales=SCALES):
         for s in scales:
             d[f'lq_x{s}'] = osp.join(out, name, f'{name}_LRbicx{s}_sub.lmdb')
         paths[name] = d
-    for name in TEST_SETS:
+    for name in tuple(TEST_SETS) + (HOLDOUT_SET, ):
         d = {'gt': osp.join(out, name, 'GT')}
         for s in scales:
             d[f'lq_x{s}'] = osp.join(out, name, f'LRbicx{s}')
@@ -815,6 +825,36 @@ def _prepare_test_set(name, sources, out, scales, lr_map, workers, log):
 
 
 # ----------------------------------------------------------------------------------------------------
+# the held-out slice of the training data
+
+
+def split_holdout(sources, count=HOLDOUT_COUNT):
+    """Split DF2K's sources into (training sources, held-out source or None).
+
+    The held-out images are the last ``count`` Flickr2K images in name order (000002621 ... 000002650
+    of the full download), at most half of the Flickr2K images found; ``count`` 0 holds out nothing.
+    """
+    if count < 0:
+        raise PrepareError(f'--holdout must be 0 or more, got {count}')
+    train, held = [], None
+    for src in sources:
+        if src.spec.source_id == HOLDOUT_SOURCE and count:
+            stems = sorted(src.images)
+            take = min(count, len(stems) // 2)
+            if take:
+                keep, out = stems[:-take], stems[-take:]
+                held = Source(HOLDOUT_SET, src.spec, src.folder, {s: src.images[s] for s in out})
+                src = Source(src.set_name, src.spec, src.folder, {s: src.images[s] for s in keep}, src.ignored)
+        train.append(src)
+    return train, held
+
+
+def _prepare_holdout_set(held, out, scales, lr_map, workers, log):
+    """GT and LRbicx{s} folders of the held-out images, made exactly as a test set's."""
+    return _prepare_test_set(HOLDOUT_SET, [held], out, scales, lr_map, workers, log)
+
+
+# ----------------------------------------------------------------------------------------------------
 # verification
 
 
@@ -946,7 +986,7 @@ def default_workers():
 
 def prepare_datasets(downloads=osp.join('datasets', 'downloads'), out='datasets', sets=SET_NAMES, scales=SCALES,
                      workers=None, lr_dirs=(), crop_size=CROP_SIZE, step=STEP, keep_sub_folders=False, verify=False,
-                     verify_samples=20, seed=0, log=None):
+                     verify_samples=20, seed=0, log=None, holdout=HOLDOUT_COUNT):
     """Prepare the training LMDBs and test folders (the recipe in this module's docstring).
 
     Args:
@@ -964,6 +1004,8 @@ def prepare_datasets(downloads=osp.join('datasets', 'downloads'), out='datasets'
         verify_samples (int): Images per output compared with bicubic(HR) by ``verify``.
         seed (int): Seed of the verification sample.
         log (callable | None): Where messages go. Default: ``tqdm.write``.
+        holdout (int): With DF2K, this many Flickr2K images (the last by name, at most half) are kept out
+            of the LMDBs and written to ``DF2K_holdout`` for validation (:func:`split_holdout`). Default: 30.
 
     Returns:
         dict: ``{'images': source images processed, 'lmdbs': LMDBs written}`` (both 0 when every
@@ -1019,6 +1061,9 @@ def prepare_datasets(downloads=osp.join('datasets', 'downloads'), out='datasets'
             raise PrepareError(f'two LR folders for {src.folder} at x{scale}: {lr_map[key][0]} and {folder}')
         lr_map[key] = (folder, paired)
         log(f'x{scale} LR of {src.folder} taken from {folder} ({len(paired)} images, sizes checked on read)')
+    held = None
+    if any(n in TRAIN_SETS for n in sets):
+        sources['DF2K'], held = split_holdout(sources['DF2K'], int(holdout))
 
     images = lmdbs = 0
     with _locked(out, log):
@@ -1029,11 +1074,15 @@ def prepare_datasets(downloads=osp.join('datasets', 'downloads'), out='datasets'
                 if m:  # new LMDBs: check keys pair across scales and sample bicubic
                     _verify_train_set(name, out, scales, min(3, verify_samples), seed, log)
                 lmdbs += m
+                if held is not None:
+                    n += _prepare_holdout_set(held, out, scales, lr_map, workers, log)
             else:
                 n = _prepare_test_set(name, sources[name], out, scales, lr_map, workers, log)
             images += n
         if verify:
             verify_datasets(out, sets, scales, verify_samples, seed, log)
+            if held is not None:
+                _verify_test_set(HOLDOUT_SET, out, scales, verify_samples, seed, log)
     if images or lmdbs:
         log(f'prepare-data: {images} images processed, {lmdbs} LMDBs written under {out}')
     else:

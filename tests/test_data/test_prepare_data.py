@@ -102,7 +102,9 @@ def test_layout_and_outputs(prepared):
     d = osp.join(prepared, 'datasets')
     paths = prepare.output_paths(d)
     hr_keys = lmdb_keys(paths['DF2K']['gt'])
-    assert len(hr_keys) == 25 + 24 + 6 + 25 and hr_keys[0] == '000001_s001' and '0002_s024' in hr_keys
+    # 0001, 0002 and 000001; 000002, the last of the two Flickr2K images, is held out (at most half of them)
+    assert len(hr_keys) == 25 + 24 + 6 and hr_keys[0] == '000001_s001' and '0002_s024' in hr_keys
+    assert not any(k.startswith('000002_') for k in hr_keys)
     for s in (4, 6, 8):
         meta = prepare.read_meta_info(paths['DF2K'][f'lq_x{s}'])
         assert [k for k, _ in meta] == hr_keys
@@ -120,6 +122,59 @@ def test_layout_and_outputs(prepared):
     # grayscale replicated, alpha dropped, 16-bit converted: the same pixels as an 8-bit colour read
     gt = cv2.imread(osp.join(paths['Urban100']['gt'], 'img_001.png'))
     np.testing.assert_array_equal(gt, synth(100, 150, 2)[:96, :144])
+
+
+def test_holdout_slice_is_written_and_not_trained_on(prepared):
+    """The last Flickr2K image (of two: at most half) is in DF2K_holdout as GT + LR, and in no DF2K LMDB."""
+    paths = prepare.output_paths(osp.join(prepared, 'datasets'))
+    assert sorted(os.listdir(paths['DF2K_holdout']['gt'])) == ['000002.png']
+    gt = cv2.imread(osp.join(paths['DF2K_holdout']['gt'], '000002.png'), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(gt, cv2.imread(osp.join(SKIMAGE, 'camera.png'))[:480, :480])  # cropped to 48
+    for s in (4, 6, 8):
+        lr = cv2.imread(osp.join(paths['DF2K_holdout'][f'lq_x{s}'], '000002.png'), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(lr, imresize_uint8(gt, 1 / s))
+    for key in ('gt', 'lq_x4', 'lq_x6', 'lq_x8'):
+        assert not [k for k in lmdb_keys(paths['DF2K'][key]) if k.startswith('000002_')], key
+
+
+def test_split_holdout_takes_the_last_flickr2k_images():
+    spec = prepare.TRAIN_SETS['DF2K']
+    div2k = prepare.Source('DF2K', spec[0], 'd', {f'{i:04d}': f'd/{i:04d}.png' for i in range(1, 801)})
+    flickr = prepare.Source('DF2K', spec[1], 'f', {f'{i:06d}': f'f/{i:06d}.png' for i in range(2650, 0, -1)})
+    train, held = prepare.split_holdout([div2k, flickr])
+    assert sorted(held.images) == [f'{i:06d}' for i in range(2621, 2651)] and held.set_name == 'DF2K_holdout'
+    assert len(train[0].images) == 800 and len(train[1].images) == 2620
+    assert not set(train[1].images) & set(held.images)
+    assert prepare.split_holdout([div2k, flickr], 0)[1] is None
+    with pytest.raises(PrepareError, match='--holdout'):
+        prepare.split_holdout([div2k, flickr], -1)
+
+
+def test_shipped_adflow_options_validate_on_the_holdout(prepared, tmp_path, monkeypatch):
+    """train_AdFlow_x4.yml's validation (its dataset and metrics; LPIPS with a random backbone, a tiny
+    generator) runs on the prepared held-out slice and keeps net_g_best.pth by LPIPS."""
+    from basicsr.data import build_dataloader, build_dataset
+
+    from tests.conftest import in_process_model, tiny_flow_options
+    with open(osp.join(REPO, 'options', 'train_AdFlow_x4.yml')) as f:
+        shipped = yaml.safe_load(f)
+    assert shipped['datasets']['val']['dataroot_gt'] == 'datasets/DF2K_holdout/GT'
+    assert shipped['val']['best_metric'] == 'lpips'
+    opt = tiny_flow_options({'train': {'gt_lmdb': 'unused', 'lq_x4_lmdb': 'unused'}}, 'holdout_val', stage=2,
+                            val=False)
+    opt['datasets']['val'] = shipped['datasets']['val']
+    opt['val'] = shipped['val']
+    opt['val']['metrics']['lpips']['random_backbone'] = True  # no AlexNet weights here
+    monkeypatch.chdir(prepared)  # the options' dataroots are relative to the repository root
+    model = in_process_model(opt, tmp_path)
+    os.makedirs(model.opt['path']['models'])
+    val_opt = model.opt['datasets']['val']
+    loader = build_dataloader(build_dataset(val_opt), val_opt, num_gpu=0, dist=False, sampler=None, seed=0)
+    assert len(loader) == 1
+    model.validation(loader, 5, None, False)
+    assert set(model.metric_results) == {'psnr', 'lr_psnr', 'lpips'}
+    assert model.best_metric_results['DF2K_holdout']['lpips']['iter'] == 5
+    assert osp.isfile(osp.join(model.opt['path']['models'], 'net_g_best.pth'))
 
 
 def test_lmdb_subimages_are_crops_of_the_whole_image_lr(prepared):
@@ -175,7 +230,7 @@ def test_train_from_lmdb(prepared, cli, tmp_path):
     cli(['train', '-opt', path], cwd=prepared)
     logs = glob.glob(osp.join(prepared, 'experiments', opt['name'], 'train_*.log'))
     text = open(logs[0]).read()
-    assert 'Number of train images: 80' in text and re.search(r'iter:\s+3,', text) and 'l_pix' in text
+    assert 'Number of train images: 55' in text and re.search(r'iter:\s+3,', text) and 'l_pix' in text
     assert osp.isfile(osp.join(prepared, 'experiments', opt['name'], 'models', 'net_g_latest.pth'))
 
 
@@ -189,7 +244,7 @@ def test_kill_and_resume(tmp_path):
     for i in range(n):
         folder, name = ('DIV2K_train_HR', f'{i + 1:04d}') if i < n // 2 else ('Flickr2K/Flickr2K_HR', f'{i:06d}')
         cv2.imwrite(osp.join(d, folder, name + '.png'), np.roll(img, 7 * i, axis=1))
-    argv = ['prepare-data', '--sets', 'DF2K', '--workers', '2'] + CROP
+    argv = ['prepare-data', '--sets', 'DF2K', '--workers', '2', '--holdout', '0'] + CROP
     # the real command in its own process, as a user runs it
     proc = subprocess.Popen([sys.executable, '-m', 'adflow_plugin.cli'] + argv, cwd=str(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -211,7 +266,7 @@ def test_kill_and_resume(tmp_path):
     assert 3 <= finished < n
     out = osp.join(tmp_path, 'datasets')
     assert not glob.glob(osp.join(out, 'DF2K', '*_sub.lmdb')), 'a killed run left an LMDB that looks complete'
-    summary = prepare_datasets(d, out, sets=['DF2K'], workers=2, log=lambda m: None, **SMALL)
+    summary = prepare_datasets(d, out, sets=['DF2K'], workers=2, log=lambda m: None, holdout=0, **SMALL)
     assert summary == {'images': n - finished, 'lmdbs': 4}  # exactly the images the killed run had not logged
     verify_datasets(out, sets=['DF2K'], samples=5, log=lambda m: None)
     assert len(lmdb_keys(osp.join(out, 'DF2K', 'DF2K_HR_sub.lmdb'))) == n * 9
