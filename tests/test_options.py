@@ -161,3 +161,18 @@ def test_readme_parameter_counts():
         assert f'{g_count:,}' in readme and f'{d_count:,}' in readme
     for scale, srflow_count in ((4, 39189648), (8, 50469728)):
         assert count(srflow_network_options(scale)) == srflow_count and f'{srflow_count:,}' in readme
+
+
+def test_training_options_wait_for_rank_0_validation():
+    """Rank 0 validates alone while the other ranks wait in a collective: every flow training file sets a
+    collective timeout (seconds) well above nccl's 10-minute default, sized in its comment."""
+    checked = 0
+    for path in FILES:
+        opt = load(path)
+        if opt['model_type'] != 'AdFlowModel' or 'train' not in opt or opt['num_gpu'] == 0:
+            continue
+        timeout = opt['dist_params']['timeout']
+        assert timeout >= 3 * 3600, path
+        assert 's per megapixel' in open(path).read(), path
+        checked += 1
+    assert checked == 27
