@@ -1,6 +1,6 @@
 """Gradient norms and skipped steps with and without ``train.grad_clip_norm``, at the demo size.
 
-    .venv/bin/python benchmarks/grad_clip.py [--iters 150] [--lr-scale 10] [--clip 50] [--data /tmp/demo]
+    .venv/bin/python benchmarks/grad_clip.py [--iters 60] [--lr-scale 10] [--clip 50] [--data /tmp/demo]
 
 The 1/sigmoid coupling multiplies by at most 1 when decoding, but encoding divides by a sigmoid that can
 be as small as ``affine_eps``, so one coupling layer can amplify the NLL's gradient by up to 1/affine_eps.
@@ -15,6 +15,7 @@ import argparse
 import copy
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -62,17 +63,25 @@ def run(opt, loader, iters, root, init=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--iters', type=int, default=150)
+    parser.add_argument('--iters', type=int, default=60)
     parser.add_argument('--lr-scale', type=float, default=10.0)
     parser.add_argument('--clip', type=float, default=50.0)
     parser.add_argument('--data', default=None, help='demo data folder (built there if missing)')
     args = parser.parse_args(argv)
 
     import adflow_plugin  # noqa: F401
-    from basicsr.data import build_dataloader, build_dataset
-    from adflow_plugin.data.demo import build_demo_dataset
 
     work = tempfile.mkdtemp(prefix='grad_clip_')
+    try:
+        measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, work):
+    from basicsr.data import build_dataloader, build_dataset
+
+    from adflow_plugin.data.demo import build_demo_dataset
     data = build_demo_dataset(args.data or os.path.join(work, 'demo'), scales=(4, ), lmdb=True)
     stage1, stage2 = load('demo_BaseFlow_x4.yml'), load('demo_AdFlow_x4.yml')
     train = dict(stage1['datasets']['train'], dataroot_gt=data['train']['gt_lmdb'],
