@@ -47,10 +47,20 @@ def basicsr_argv(args):
 
 
 def run_pipeline(args, is_train):
-    """Run BasicSR's train or test pipeline with the plugin loaded; outputs go under the working directory."""
-    check_options_file(args.opt)
-    from adflow_plugin.cli import load_plugins
+    """Run BasicSR's train or test pipeline with the plugin loaded; outputs go under the working directory.
+
+    The options file (with the ``--force_yml`` overrides) is checked first, so that a run that cannot start
+    stops with one line and creates nothing under experiments/ or results/.
+    """
+    opt = check_options_file(args.opt)
+    from adflow_plugin.cli import CLIError, load_plugins
     load_plugins()
+    from adflow_plugin.compat import ResumeError
+    from adflow_plugin.utils.options_check import OptionsError, apply_force_yml, check_options
+    try:
+        check_options(apply_force_yml(opt, args.force_yml), is_train, auto_resume=args.auto_resume)
+    except OptionsError as e:
+        raise CLIError(f'{args.opt}: {e}') from None
     from basicsr.test import test_pipeline
     from basicsr.train import train_pipeline
 
@@ -58,6 +68,8 @@ def run_pipeline(args, is_train):
     sys.argv = [old_argv[0]] + basicsr_argv(args)
     try:
         (train_pipeline if is_train else test_pipeline)(os.getcwd())
+    except ResumeError as e:
+        raise CLIError(str(e)) from None
     finally:
         sys.argv = old_argv
     return 0
