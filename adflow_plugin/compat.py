@@ -32,32 +32,75 @@ def resume_map_location(opt):
     return 'cpu'
 
 
+class ResumeError(RuntimeError):
+    """No usable training state to resume from, stated in one line."""
+
+
+def _read_state(path, map_location):
+    """A training state, or the reason it cannot be used (a one-line string)."""
+    import torch
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # a truncated or damaged file: zip, pickle or storage errors
+        lines = str(e).strip().splitlines()
+        return None, f'{type(e).__name__}: {lines[0][:160] if lines else "unreadable"}'
+    if not isinstance(state, dict) or not isinstance(state.get('iter'), int):
+        return None, 'not a BasicSR training state (no iteration number)'
+    return state, None
+
+
+def find_resume_state(state_dir, map_location='cpu', say=None):
+    """The newest ``<iter>.state`` under ``state_dir`` that loads, as ``(path, state)``; ``(None, None)``
+    when there is none. Each newer one that does not load is skipped with a message saying why (a run
+    killed while writing one, or a full disk)."""
+    import os
+
+    say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if not os.path.isdir(state_dir):
+        return None, None
+    iters = sorted((int(f[:-len('.state')]) for f in os.listdir(state_dir)
+                    if f.endswith('.state') and f[:-len('.state')].isdigit()), reverse=True)
+    failed = []
+    for it in iters:
+        path = os.path.join(state_dir, f'{it}.state')
+        state, reason = _read_state(path, map_location)
+        if state is not None:
+            for skipped, why in failed:
+                say(f'auto_resume: skipped {skipped} ({why}); resuming from {path}')
+            return path, state
+        failed.append((path, reason))
+    if failed:
+        raise ResumeError(f'--auto_resume: no training state in {state_dir} can be read (newest: {failed[0][0]}: '
+                          f'{failed[0][1]}); remove the damaged files to start over, or restore them')
+    return None, None
+
+
 def load_resume_state(opt):
-    """Replacement for ``basicsr.train.load_resume_state`` that also works without CUDA.
+    """Replacement for ``basicsr.train.load_resume_state`` that also works without CUDA and survives a damaged
+    newest state.
 
     BasicSR maps the resume state to ``torch.cuda.current_device()`` unconditionally; this maps it to
-    the CPU when ``num_gpu`` is 0 or no GPU is present. The state file search is BasicSR's.
+    the CPU when ``num_gpu`` is 0 or no GPU is present. With ``--auto_resume``, the newest
+    ``<iter>.state`` that loads is taken (BasicSR takes the newest and stops with a traceback when it is
+    damaged); an explicit ``path.resume_state`` that does not load is a one-line error.
     """
     import os.path as osp
 
-    import torch
-    from basicsr.utils import check_resume, scandir
+    from basicsr.utils import check_resume
 
-    resume_state_path = None
+    location = resume_map_location(opt)
+    resume_state = None
     if opt['auto_resume']:
-        state_path = osp.join('experiments', opt['name'], 'training_states')
-        if osp.isdir(state_path):
-            states = list(scandir(state_path, suffix='state', recursive=False, full_path=False))
-            if len(states) != 0:
-                states = [float(v.split('.state')[0]) for v in states]
-                resume_state_path = osp.join(state_path, f'{max(states):.0f}.state')
-                opt['path']['resume_state'] = resume_state_path
+        path, resume_state = find_resume_state(osp.join('experiments', opt['name'], 'training_states'), location)
+        if path is not None:
+            opt['path']['resume_state'] = path
     elif opt['path'].get('resume_state'):
-        resume_state_path = opt['path']['resume_state']
-
-    if resume_state_path is None:
+        path = opt['path']['resume_state']
+        resume_state, reason = _read_state(path, location)
+        if resume_state is None:
+            raise ResumeError(f'path.resume_state {path} cannot be read ({reason})')
+    if resume_state is None:
         return None
-    resume_state = torch.load(resume_state_path, map_location=resume_map_location(opt), weights_only=True)
     check_resume(opt, resume_state['iter'])
     from adflow_plugin import resume
     resume.arm(opt, resume_state)  # the sampler continues the epoch where the state was saved
