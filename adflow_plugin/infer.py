@@ -20,11 +20,15 @@ Sampling
     Any other network is called as ``net(lq)``; temperatures and samples do not apply to it.
 
 Images
-    Read with ``cv2.IMREAD_UNCHANGED``: 8- or 16-bit, grayscale, colour or colour + alpha (a grayscale +
-    alpha PNG is read as colour + alpha). The network sees RGB floats in [0, 1] (16-bit inputs at full
-    precision). Grayscale is processed as three equal channels and converted back to one (ITU-R BT.601
-    luma, as ``cv2.COLOR_BGR2GRAY``); alpha is upscaled separately by bicubic interpolation (it is not
-    the LR -> SR path) and re-attached; the bit depth is kept. The LR is padded (reflect) to a multiple of
+    Read with ``cv2.IMREAD_UNCHANGED``: 8- or 16-bit, grayscale, grayscale + alpha, colour or colour +
+    alpha. The network sees RGB floats in [0, 1] (16-bit inputs at full precision). Grayscale is processed
+    as three equal channels and converted back to one (ITU-R BT.601 luma, as ``cv2.COLOR_BGR2GRAY``);
+    alpha is upscaled separately by bicubic interpolation (it is not the LR -> SR path) and re-attached;
+    the bit depth is kept (a 16-bit grayscale + alpha output is stored as RGBA with three equal channels:
+    OpenCV and Pillow write no 16-bit grayscale + alpha PNG). A JPEG's EXIF orientation is applied as image
+    viewers apply it, so the output (which carries no EXIF) displays as the input does. A truncated PNG or
+    JPEG (no end marker; OpenCV would decode it with a grey lower part) stops the run before anything is
+    written, as in ``basicsr prepare-data``. The LR is padded (reflect) to a multiple of
     the network's ``lr_multiple`` and the output cropped back to ``scale`` x the input size. Outputs are
     PNG (lossless; holds 16 bits and alpha).
 
@@ -64,11 +68,13 @@ import yaml
 from torch.nn import functional as F
 
 from adflow_plugin.utils import as_list
+from adflow_plugin.utils.img_check import apply_orientation, exif_orientation, file_truncation, truncation
+from adflow_plugin.utils.options_check import OptionsError, check_temperatures
 
 __all__ = [
     'BLEND_CHOICES', 'BLEND_MODES', 'DEFAULT_OVERLAP', 'IMAGE_EXTENSIONS', 'InferError', 'LRImage', 'SRNetwork',
-    'blend_weights', 'collect_inputs', 'infer', 'load_network', 'output_name', 'read_image', 'rrdbnet_options',
-    'select_params', 'tile_spans', 'tiling_difference', 'upscale'
+    'blend_weights', 'check_output_folder', 'collect_inputs', 'infer', 'load_network', 'output_name', 'read_image', 'rrdbnet_options',
+    'select_params', 'tile_spans', 'tiling_difference', 'upscale', 'upscale_iter'
 ]
 
 #: File extensions treated as images (lower case); other files in an input folder are skipped.
@@ -82,6 +88,8 @@ BLEND_CHOICES = ('auto', ) + BLEND_MODES
 RAMP_WIDTH = 0.5
 #: Seed offset between tiles (sample k of tile j uses seed + k + TILE_SEED_STRIDE * j).
 TILE_SEED_STRIDE = 1000003
+#: Outputs made together per pass over the tiles of a tiled image (untiled, each output is made alone).
+TILED_CHUNK = 4
 _MAX_VALUE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
@@ -119,8 +127,15 @@ class SRNetwork:
         a deterministic network returns its one output, whatever ``jobs`` holds."""
         if not self.stochastic:
             return [self.net(lq)]
-        cond = self.net.condition(lq)
-        return [self.net.decode(cond=cond, temperature=t, seed=seed) for t, seed in jobs]
+        last = self.__dict__.get('_last_condition')
+        if last is None or last[0] is not lq:  # the same tile again (the next chunk of samples): reuse
+            last = (lq, self.net.condition(lq))
+            self._last_condition = last
+        return [self.net.decode(cond=last[1], temperature=t, seed=seed) for t, seed in jobs]
+
+    def forget(self):
+        """Drop the embedding kept for the last tile."""
+        self.__dict__.pop('_last_condition', None)
 
 
 def _load_checkpoint(path):
@@ -311,7 +326,10 @@ def load_network(model, arch=None, scale=None, device='cpu'):
         multiple = 1
     temps = None
     if opt is not None and (opt.get('val') or {}).get('temperature') is not None:
-        temps = [float(t) for t in as_list(opt['val']['temperature'])]
+        try:
+            temps = check_temperatures(opt['val']['temperature'], f'val.temperature of {source}')
+        except OptionsError as e:
+            raise InferError(str(e)) from None
     description = f'{net_opt.get("type")} x{net_scale} from {ckpt_path}' + (f' [{key}]' if key else '') + f'; {how}'
     return SRNetwork(net, net_scale, stochastic, multiple, description, temps)
 
@@ -339,10 +357,22 @@ class LRImage:
 
 
 def read_image(path):
-    """Read an 8- or 16-bit image file (grayscale, colour or colour + alpha) as an :class:`LRImage`."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    """Read an 8- or 16-bit image file (grayscale, grayscale + alpha, colour or colour + alpha) as an
+    :class:`LRImage`, a JPEG turned as its EXIF orientation says."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise InferError(f'{path}: cannot be read: {e.strerror}') from None
+    problem = truncation(path, data[:8], data[-1024:])
+    if problem:
+        raise InferError(problem)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if img is None:
         raise InferError(f'{path}: cannot be decoded as an image')
+    img = apply_orientation(img, exif_orientation(path))
+    # PNG colour type 4 (IHDR byte 25) is grayscale + alpha, which OpenCV expands to four channels
+    gray_alpha = data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 25 and data[25] == 4
     if img.dtype not in _MAX_VALUE:
         raise InferError(f'{path}: pixel type {img.dtype} is not supported (8- and 16-bit images only)')
     if img.ndim == 3 and img.shape[2] == 1:
@@ -353,7 +383,7 @@ def read_image(path):
         gray = True
         bgr = np.repeat(img[:, :, None], 3, axis=2)
     elif img.shape[2] in (3, 4):
-        gray = False
+        gray = gray_alpha and img.shape[2] == 4
         bgr = img[:, :, :3]
         if img.shape[2] == 4:
             alpha = img[:, :, 3].astype(np.float32) / maxval
@@ -385,22 +415,60 @@ def _with_alpha(sr, alpha, dtype):
         return sr
     h, w = sr.shape[:2]
     a = _quantize(cv2.resize(alpha, (w, h), interpolation=cv2.INTER_CUBIC), dtype)
+    if sr.ndim == 2 and np.dtype(dtype) == np.uint8:
+        return np.dstack([sr, a])  # grayscale + alpha
     color = sr if sr.ndim == 3 else cv2.cvtColor(sr, cv2.COLOR_GRAY2BGR)
     return np.dstack([color, a])
 
 
-def _write_png(path, img):
-    """Write a PNG whole or not at all (an interrupted run leaves no truncated output behind)."""
+def _encode_png(img):
+    if img.ndim == 3 and img.shape[2] == 2:  # 8-bit grayscale + alpha: OpenCV writes 1, 3 or 4 channels only
+        import io
+
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img), 'LA').save(buf, format='PNG')
+        return buf.getvalue()
     ok, buf = cv2.imencode('.png', img)
-    if not ok:
+    return buf.tobytes() if ok else None
+
+
+def _write_png(path, img):
+    """Write a PNG whole or not at all: an interrupted run or a full disk leaves no partial file behind."""
+    data = _encode_png(img)
+    if data is None:
         raise InferError(f'could not encode {path} as PNG')
     partial = path + '.partial'
     try:
         with open(partial, 'wb') as f:
-            f.write(buf.tobytes())
+            f.write(data)
         os.replace(partial, path)
-    except OSError as e:
-        raise InferError(f'could not write {path}: {e.strerror}') from None
+    except BaseException as e:
+        try:
+            os.remove(partial)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise InferError(f'could not write {path}: {e.strerror}; nothing partial was left') from None
+        raise
+
+
+def check_output_folder(output):
+    """Refuse an ``--output`` that names a file, lies under a file or has a name too long to create."""
+    if osp.exists(output) and not osp.isdir(output):
+        raise InferError(f'--output {output} is a file, not a folder; name a folder (it is created if missing)')
+    parent = output
+    while not osp.exists(parent or '.'):
+        name = osp.basename(parent.rstrip(os.sep)) or parent
+        if len(os.fsencode(name)) > 255:
+            raise InferError(f'cannot create the --output folder {output}: the name {name[:20]}... is longer than '
+                             '255 bytes')
+        up = osp.dirname(parent.rstrip(os.sep))
+        if up == parent:
+            break
+        parent = up
+    if parent and osp.exists(parent) and not osp.isdir(parent):
+        raise InferError(f'cannot create the --output folder {output}: {parent} is a file, not a folder')
 
 
 def output_name(stem, scale, temperature=None, sample=None):
@@ -513,7 +581,6 @@ def _pad_to_multiple(lq, multiple):
     return F.pad(lq, (0, pw, 0, ph), mode=mode)
 
 
-@torch.no_grad()
 def upscale(srnet, bgr, jobs=((1.0, 0), ), tile=0, overlap=DEFAULT_OVERLAP, blend='auto', finalize=None,
             progress=None):
     """Super-resolve one image, optionally in overlapping tiles.
@@ -534,6 +601,15 @@ def upscale(srnet, bgr, jobs=((1.0, 0), ), tile=0, overlap=DEFAULT_OVERLAP, blen
     Returns:
         list[ndarray]: One (scale*H)x(scale*W)[xC] array per output.
     """
+    return [out for _, out in upscale_iter(srnet, bgr, jobs, tile, overlap, blend, finalize, progress)]
+
+
+@torch.no_grad()
+def upscale_iter(srnet, bgr, jobs=((1.0, 0), ), tile=0, overlap=DEFAULT_OVERLAP, blend='auto', finalize=None,
+                 progress=None, chunk=TILED_CHUNK):
+    """:func:`upscale`, yielding ``(job index, output)`` as each output is finished, so that a caller can
+    write it and let it go: untiled, one output at a time (the LR embedding computed once and reused);
+    tiled, ``chunk`` at a time (the embedding of each tile computed once per chunk)."""
     finalize = finalize or (lambda rows: np.clip(rows, 0, 1))
     jobs = list(jobs) if srnet.stochastic else [None]
     if blend == 'auto':
@@ -545,39 +621,51 @@ def upscale(srnet, bgr, jobs=((1.0, 0), ), tile=0, overlap=DEFAULT_OVERLAP, blen
     hp, wp = lq.shape[2:]
     ys, xs = tile_spans(hp, tile, overlap, m), tile_spans(wp, tile, overlap, m)
     wy, wx = blend_weights(ys, s, blend), blend_weights(xs, s, blend)
-    out_h, out_w = h * s, w * s
-    outs = [None] * len(jobs)
-    pending = None
+    # one view per tile, the same object for every chunk: SRNetwork.run keeps the last tile's embedding
+    tiles = {(r, c): lq[:, :, y0:y1, x0:x1] for r, (y0, y1) in enumerate(ys) for c, (x0, x1) in enumerate(xs)}
+    step = 1 if len(tiles) == 1 else max(1, chunk)
+    chunks = [list(range(i, min(i + step, len(jobs)))) for i in range(0, len(jobs), step)]
+    total = len(tiles) * len(chunks)
     done_tiles = 0
-    for r, (y0, y1) in enumerate(ys):
-        bands = [np.zeros(((y1 - y0) * s, wp * s, 3), np.float32) for _ in jobs]
-        for c, (x0, x1) in enumerate(xs):
-            index = r * len(xs) + c
-            tile_jobs = [(t, seed + TILE_SEED_STRIDE * index) for t, seed in jobs] if srnet.stochastic else jobs
-            srs = srnet.run(lq[:, :, y0:y1, x0:x1], tile_jobs)
-            for band, sr in zip(bands, srs):
-                if sr.shape[2:] != ((y1 - y0) * s, (x1 - x0) * s):
-                    raise InferError(f'the network returned {tuple(sr.shape[2:])} for an LR tile of '
-                                     f'{(y1 - y0, x1 - x0)}, not {s}x: is the scale right?')
-                arr = sr[0].float().cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
-                band[:, x0 * s:x1 * s] += arr * wx[c][None, :, None]
-            done_tiles += 1
-            if progress:
-                progress(done_tiles, len(ys) * len(xs))
-        next_y = ys[r + 1][0] if r + 1 < len(ys) else y1
-        finished = (next_y - y0) * s
-        for i, band in enumerate(bands):
-            band *= wy[r][:, None, None]
-            if pending is not None:
-                band[:pending[i].shape[0]] += pending[i]
-            top, bottom = y0 * s, min(y0 * s + finished, out_h)
-            if bottom > top:
-                rows = finalize(band[:bottom - top, :out_w])
-                if outs[i] is None:
-                    outs[i] = np.empty((out_h, out_w) + rows.shape[2:], rows.dtype)
-                outs[i][top:bottom] = rows
-        pending = [band[finished:] for band in bands]
-    return outs
+    out_h, out_w = h * s, w * s
+    try:
+        for indices in chunks:
+            chunk_jobs = [jobs[i] for i in indices]
+            outs = [None] * len(chunk_jobs)
+            pending = None
+            for r, (y0, y1) in enumerate(ys):
+                bands = [np.zeros(((y1 - y0) * s, wp * s, 3), np.float32) for _ in chunk_jobs]
+                for c, (x0, x1) in enumerate(xs):
+                    index = r * len(xs) + c
+                    tile_jobs = [(t, seed + TILE_SEED_STRIDE * index) for t, seed in chunk_jobs] \
+                        if srnet.stochastic else chunk_jobs
+                    srs = srnet.run(tiles[(r, c)], tile_jobs)
+                    for band, sr in zip(bands, srs):
+                        if sr.shape[2:] != ((y1 - y0) * s, (x1 - x0) * s):
+                            raise InferError(f'the network returned {tuple(sr.shape[2:])} for an LR tile of '
+                                             f'{(y1 - y0, x1 - x0)}, not {s}x: is the scale right?')
+                        arr = sr[0].float().cpu().numpy().transpose(1, 2, 0)[:, :, ::-1]
+                        band[:, x0 * s:x1 * s] += arr * wx[c][None, :, None]
+                    done_tiles += 1
+                    if progress:
+                        progress(done_tiles, total)
+                next_y = ys[r + 1][0] if r + 1 < len(ys) else y1
+                finished = (next_y - y0) * s
+                for i, band in enumerate(bands):
+                    band *= wy[r][:, None, None]
+                    if pending is not None:
+                        band[:pending[i].shape[0]] += pending[i]
+                    top, bottom = y0 * s, min(y0 * s + finished, out_h)
+                    if bottom > top:
+                        rows = finalize(band[:bottom - top, :out_w])
+                        if outs[i] is None:
+                            outs[i] = np.empty((out_h, out_w) + rows.shape[2:], rows.dtype)
+                        outs[i][top:bottom] = rows
+                pending = [band[finished:] for band in bands]
+            for i, out in zip(indices, outs):
+                yield i, out
+    finally:
+        srnet.forget()
 
 
 # ---------------------------------------------------------------------------------------------------- command
@@ -622,11 +710,21 @@ def infer(inputs, output, model, arch=None, scale=None, temperatures=None, sampl
         raise InferError('--tile and --tile-overlap must not be negative')
     if blend not in BLEND_CHOICES:
         raise InferError(f'unknown blend mode {blend!r}; use one of {", ".join(BLEND_CHOICES)}')
+    if temperatures:
+        try:
+            check_temperatures(list(temperatures), '--temperature')
+        except OptionsError as e:
+            raise InferError(str(e)) from None
+    check_output_folder(output)
     files, skipped = collect_inputs(inputs)
     for message in skipped:
         log(message)
     if not files:
         raise InferError(f'no image files in {", ".join(inputs)}')
+    for path in files:  # a truncated download stops the run before anything is written
+        problem = file_truncation(path)
+        if problem:
+            raise InferError(problem)
 
     srnet = load_network(model, arch, scale, _device(device))
     log(f'network: {srnet.description}')
@@ -656,7 +754,11 @@ def infer(inputs, output, model, arch=None, scale=None, temperatures=None, sampl
         more = f' and {len(existing) - 3} more' if len(existing) > 3 else ''
         raise InferError(f'{len(existing)} output file(s) exist already ({", ".join(existing[:3])}{more}); '
                          'pass --force to overwrite them, or choose another --output')
-    os.makedirs(output, exist_ok=True)
+    created = not osp.isdir(output)
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as e:
+        raise InferError(f'cannot create the --output folder {output}: {e.strerror}') from None
 
     written, failed = [], []
     bar = tqdm(total=len(plan), unit='image', desc='infer', disable=not show_progress, dynamic_ncols=True)
@@ -677,12 +779,15 @@ def infer(inputs, output, model, arch=None, scale=None, temperatures=None, sampl
                 if total > 1:
                     bar.set_postfix_str(f'{name} tile {done}/{total}')
 
-            srs = upscale(srnet, lr.bgr, jobs, tile, overlap, blend, _finalizer(lr), progress)
-            for sr, out in zip(srs, outs):
-                _write_png(out, _with_alpha(sr, lr.alpha, lr.dtype))
-                written.append(out)
+            for index, sr in upscale_iter(srnet, lr.bgr, jobs, tile, overlap, blend, _finalizer(lr), progress):
+                _write_png(outs[index], _with_alpha(sr, lr.alpha, lr.dtype))  # each output as soon as it is made
+                written.append(outs[index])
             say(f'{path} ({lr.describe()}) -> {", ".join(osp.basename(o) for o in outs)}')
             bar.update(1)
+    except BaseException:
+        if created and not written and not os.listdir(output):  # stopped before its first output: no trace
+            os.rmdir(output)
+        raise
     finally:
         bar.close()
     return dict(written=written, skipped=skipped, failed=failed, network=srnet)

@@ -15,7 +15,15 @@ COMMAND_MODULES = [
 
 
 class CLIError(Exception):
-    """An error in the user's input: printed as one line, no traceback."""
+    """An error in the user's input: printed as one line, no traceback; the command exits with ``code``."""
+
+    def __init__(self, message, code=2):
+        super().__init__(message)
+        self.code = code
+
+
+#: Exit status after Ctrl-C (SIGINT), as shells report a process killed by it.
+INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,4 +64,7 @@ def main(argv=None):
         return args.func(args) or 0
     except CLIError as e:
         print(f'basicsr {args.command}: error: {e}', file=sys.stderr)
-        return 2
+        return e.code
+    except KeyboardInterrupt:
+        print(f'basicsr {args.command}: interrupted', file=sys.stderr)
+        return INTERRUPTED

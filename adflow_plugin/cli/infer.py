@@ -12,14 +12,17 @@ network:
   Checkpoints are read with torch.load(weights_only=True): one that needs full unpickling is refused.
 
 images:
-  8- and 16-bit, grayscale, colour, colour + alpha; the bit depth, grayscale and alpha are kept (alpha is
-  upscaled by bicubic interpolation). Folders are read non-recursively; other files are skipped with a
-  message. Any LR size works: it is padded (reflect) for the network and the output cropped back.
+  8- and 16-bit, grayscale, grayscale + alpha, colour, colour + alpha; the bit depth, grayscale and alpha are
+  kept (alpha is upscaled by bicubic interpolation). A JPEG's EXIF orientation is applied as image viewers
+  apply it (the output has no EXIF and displays as the input does). A truncated PNG or JPEG stops the run
+  before anything is written. Folders are read non-recursively; other files are skipped with a message.
+  Any LR size works: it is padded (reflect) for the network and the output cropped back.
 
 outputs (PNG, in --output):
   flows:  <stem>_x<scale>_t<T>_s<k>.png  for each temperature T and sample k = 0 .. N-1
   ESRGAN: <stem>_x<scale>.png            (deterministic: --temperature and --samples do not apply)
-  Existing files are not overwritten unless --force (checked before anything runs).
+  Existing files are not overwritten unless --force (checked before anything runs). Each output is
+  written as soon as it is made; Ctrl-C or a full disk leaves only complete files.
 
 sampling (flows):
   Sample k uses seed S + k for every temperature and image (tile j of a tiled image: S + k + 1000003 j).
@@ -76,7 +79,7 @@ def register(subparsers):
 
 
 def run_infer(args):
-    from adflow_plugin.cli import CLIError
+    from adflow_plugin.cli import INTERRUPTED, CLIError
     from adflow_plugin.infer import InferError, infer
 
     try:
@@ -86,6 +89,9 @@ def run_infer(args):
                        show_progress=not args.no_progress)
     except InferError as e:
         raise CLIError(str(e)) from None
+    except KeyboardInterrupt:
+        raise CLIError(f'interrupted; the files written to {args.output} so far are complete (none is partial)',
+                       INTERRUPTED) from None
     summary = f'wrote {len(result["written"])} file(s) to {args.output}'
     if result['skipped']:
         summary += f'; skipped {len(result["skipped"])} non-image entr{"y" if len(result["skipped"]) == 1 else "ies"}'
