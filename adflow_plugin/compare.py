@@ -415,6 +415,8 @@ def compare(paths, out_dir, labels=None, ks=None, k_option=None, metrics=None, x
     Returns:
         dict: ``{'markdown': text, 'files': [paths written], 'skipped': [reasons]}``.
     """
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise CompareError(f'-o {out_dir} is a file, not a folder; name a folder for the table and figures')
     results = [load_result(p, labels, ks, k_option) for p in paths]
     unknown = set(labels or {}) - {r.experiment for r in results}
     if unknown:
@@ -424,7 +426,10 @@ def compare(paths, out_dir, labels=None, ks=None, k_option=None, metrics=None, x
     if unknown:
         raise CompareError(f'--k for unknown experiment(s) or label(s): {", ".join(sorted(unknown))}')
     text = markdown_tables(results, metrics)
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise CompareError(f'cannot create the output folder -o {out_dir}: {e.strerror}') from None
     files, skipped = [], []
     md_path = osp.join(out_dir, 'comparison.md')
     with open(md_path, 'w', encoding='utf-8') as f:
