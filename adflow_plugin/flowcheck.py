@@ -18,7 +18,7 @@ from adflow_plugin.archs.flow_check import check_levels, check_network
 from adflow_plugin.archs.flow_layers import ActNorm
 from adflow_plugin.data.demo import read_photo
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
-from adflow_plugin.utils import as_list
+from adflow_plugin.utils.options_check import OptionsError, check_temperatures
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
 ROUNDTRIP_TOL = 1e-4
@@ -37,12 +37,17 @@ def load_options(path):
         return yaml.load(f, Loader=ordered_yaml()[0])
 
 
-def build_generator(opt, scale=None, notes=None):
-    """AdFlowNet from ``opt['network_g']``, with the checkpoint of ``path.pretrain_network_g`` if it exists."""
+def build_generator(opt, scale=None, notes=None, allow_untrained=True):
+    """AdFlowNet from ``opt['network_g']``, with the checkpoint of ``path.pretrain_network_g`` if it exists
+    (a named checkpoint that does not exist is an error unless ``allow_untrained``)."""
     from basicsr.archs import build_network
     net_opt = OrderedDict(opt.get('network_g') or {})
     if net_opt.get('type') != 'AdFlowNet':
         raise FlowCheckError(f"flowcheck needs network_g.type: AdFlowNet, this file has {net_opt.get('type')!r}")
+    ckpt = (opt.get('path') or {}).get('pretrain_network_g')
+    if ckpt and not os.path.isfile(ckpt) and not allow_untrained:
+        raise FlowCheckError(f'checkpoint {ckpt} (path.pretrain_network_g) not found, relative to the current directory '
+                             f'{os.getcwd()}; pass --allow-untrained to check the untrained network instead')
     if scale is not None:
         net_opt['scale'] = scale
     embed = net_opt.get('pretrained_embed')
@@ -50,7 +55,6 @@ def build_generator(opt, scale=None, notes=None):
         notes.append(f'pretrained_embed {embed} not found: embedding left at its initialisation')
         net_opt['pretrained_embed'] = None
     net = build_network(net_opt)
-    ckpt = (opt.get('path') or {}).get('pretrain_network_g')
     source = 'initialisation'
     if ckpt and os.path.isfile(ckpt):
         from adflow_plugin.infer import InferError, _load_checkpoint, select_params
@@ -83,12 +87,18 @@ def photo_pair(scale, hr_size, multiple):
     return tensor(lr), tensor(hr)
 
 
-def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0):
+def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0, allow_untrained=True):
     """Returns the report dict (see ``basicsr flowcheck --help``)."""
     start = time.time()
     notes = []
     torch.manual_seed(seed)
-    net, source = build_generator(opt, scale, notes)
+    try:
+        t = check_temperatures(temperature if temperature is not None else
+                               (opt.get('val') or {}).get('temperature', 1.0),
+                               '--temperature' if temperature is not None else 'val.temperature')[0]
+    except OptionsError as e:
+        raise FlowCheckError(str(e)) from None
+    net, source = build_generator(opt, scale, notes, allow_untrained)
     scale = net.scale
     if hr_size is None:
         hr_size = ((opt.get('datasets') or {}).get('train') or {}).get('gt_size') or 160
@@ -101,7 +111,6 @@ def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0):
             net(lr, nll.dequantize(hr))  # ActNorm's data-dependent initialisation, as the first training step
         notes.append('ActNorm initialised from the photograph (untrained network)')
     net.eval()
-    t = float(temperature if temperature is not None else as_list((opt.get('val') or {}).get('temperature', 1.0))[0])
     noisy = nll.dequantize(hr)
     with torch.no_grad():
         enc = net.encode(noisy, lr)

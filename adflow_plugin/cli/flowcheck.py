@@ -6,7 +6,8 @@ def register(subparsers):
     p = subparsers.add_parser(
         'flowcheck', help='check invertibility and log-determinants of an options file\'s flow generator',
         description='Builds network_g from any options file (paper-size or tiny; loads path.pretrain_network_g '
-        'when the file exists), encodes and decodes a real photograph (scikit-image\'s astronaut), checks the '
+        'when the file exists; a named checkpoint that is missing is an error unless --allow-untrained), encodes '
+        'and decodes a real photograph (scikit-image\'s astronaut), checks the '
         'log-determinant against an autograd Jacobian on a tiny input in float64 (the whole network, or each '
         'level when the network is too large for that), draws a sample, and prints one JSON line: '
         'roundtrip_max_abs_err, logdet_max_rel_err, nll_bits_per_dim, params, sample_nonfinite, ... '
@@ -19,6 +20,9 @@ def register(subparsers):
     p.add_argument('--temperature', type=float, default=None, metavar='T',
                    help='temperature of the sample (default: the first val.temperature, else 1.0)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--allow-untrained', action='store_true',
+                   help='when path.pretrain_network_g does not exist, check the untrained network (exit 0 if it '
+                   'passes) instead of stopping with an error')
     p.set_defaults(func=run)
 
 
@@ -29,7 +33,8 @@ def run(args):
     load_plugins()
     from adflow_plugin.flowcheck import FlowCheckError, format_report, load_options, run_flowcheck
     try:
-        report = run_flowcheck(load_options(args.opt), args.hr_size, args.scale, args.temperature, args.seed)
+        report = run_flowcheck(load_options(args.opt), args.hr_size, args.scale, args.temperature, args.seed,
+                               allow_untrained=args.allow_untrained)
     except FlowCheckError as e:
         raise CLIError(str(e)) from None
     print(format_report(report), flush=True)

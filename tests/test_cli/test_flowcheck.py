@@ -11,7 +11,8 @@ from tests.conftest import OPTIONS, TINY_G
 
 @pytest.mark.parametrize('scale', [4, 6, 8])
 def test_flowcheck_passes_on_shipped_adflow_options(cli, tmp_path, scale):
-    proc = cli(['flowcheck', '-opt', os.path.join(OPTIONS, f'train_AdFlow_x{scale}.yml')], cwd=tmp_path)
+    proc = cli(['flowcheck', '-opt', os.path.join(OPTIONS, f'train_AdFlow_x{scale}.yml'), '--allow-untrained'],
+               cwd=tmp_path)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report['ok'] and report['scale'] == scale
     assert report['roundtrip_max_abs_err'] < 1e-4 and report['logdet_max_rel_err'] < 1e-3
