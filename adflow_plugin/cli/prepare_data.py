@@ -26,7 +26,10 @@ Recipe:
   4. A second run skips finished outputs; an interrupted run (Ctrl-C, kill) resumes where it stopped,
      and a final .lmdb name always means a complete, checked LMDB.
   5. --verify re-reads every output: keys in each database = meta_info.txt, HR and LR keys and shapes
-     pair (LR = HR/s), and sampled LR images equal bicubic(HR) within one grey level.
+     pair (LR = HR/s), and sampled LR images equal bicubic(HR) within one grey level; every test-set PNG
+     matches the SHA-256 recorded when it was written (<set>/SHA256SUMS), so a file changed or swapped
+     since is found whatever the sample. Source images are checksummed too: one replaced by another of
+     the same size is noticed on the next run.
 
 Resulting layout (under --out, default datasets):
   DF2K/DF2K_HR_sub.lmdb  DF2K/DF2K_LRbicx{4,6,8}_sub.lmdb
@@ -82,9 +85,16 @@ def register(subparsers):
     p.set_defaults(func=run_prepare_data)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (kill, a job scheduler): stop as Ctrl-C does
+
+
 def run_prepare_data(args):
-    from adflow_plugin.cli import CLIError
+    import signal
+
+    from adflow_plugin.cli import INTERRUPTED, CLIError
     from adflow_plugin.data.prepare import PrepareError, prepare_datasets
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         prepare_datasets(downloads=args.downloads, out=args.out, sets=args.sets, scales=args.scales,
                          workers=args.workers, lr_dirs=args.lr_dirs, crop_size=args.crop_size, step=args.step,
@@ -93,5 +103,5 @@ def run_prepare_data(args):
     except PrepareError as e:
         raise CLIError(str(e)) from None
     except KeyboardInterrupt:
-        raise CLIError('interrupted; run the same command again to resume') from None
+        raise CLIError('interrupted; run the same command again to resume', INTERRUPTED) from None
     return 0

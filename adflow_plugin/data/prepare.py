@@ -53,6 +53,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from adflow_plugin.data.checksums import SUMS_FILE, append_sums, read_sums, sha256_bytes, sha256_file, sha256_files
+from adflow_plugin.utils.img_check import TAIL_BYTES, truncation
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
 __all__ = [
@@ -158,15 +161,9 @@ def output_paths(out='datasets', scales=SCALES):
 
 def _check_complete(path, data):
     """Catch truncated PNG/JPEG files, which OpenCV may decode silently with a grey bottom part."""
-    ext = osp.splitext(path)[1].lower()
-    def ends_with(marker):  # the marker within the last KiB (tolerates a little trailing padding)
-        pos = data.rfind(marker)
-        return pos >= 0 and pos >= len(data) - 1024
-
-    if ext == '.png' and data[:8] == b'\x89PNG\r\n\x1a\n' and not ends_with(b'IEND'):
-        raise PrepareError(f'{path}: truncated PNG (no IEND chunk at the end); download it again')
-    if ext in ('.jpg', '.jpeg') and data[:2] == b'\xff\xd8' and not ends_with(b'\xff\xd9'):
-        raise PrepareError(f'{path}: truncated JPEG (no end-of-image marker); download it again')
+    problem = truncation(path, data[:8], data[-TAIL_BYTES:])
+    if problem:
+        raise PrepareError(problem)
 
 
 def read_image(path):
@@ -235,9 +232,11 @@ def _write_png(path, img, level=PNG_COMPRESSION):
     if not ok:
         raise PrepareError(f'{path}: PNG encoding failed')
     tmp = path + '.part'
+    data = buf.tobytes()
     with open(tmp, 'wb') as f:
-        f.write(buf.tobytes())
+        f.write(data)
     os.replace(tmp, path)
+    return sha256_bytes(data)
 
 
 def _make_lr(hr, scale, lr_path, hr_path, hr_size, notes):
@@ -382,6 +381,12 @@ def _sources_info(sources):
     return {src.spec.source_id: {osp.basename(p): osp.getsize(p) for p in src.images.values()} for src in sources}
 
 
+def _sources_sha256(sources, workers):
+    """``{source id: {file name: sha256}}``: a source replaced by another of the same size is noticed."""
+    digests = sha256_files([p for src in sources for p in src.images.values()], workers)
+    return {src.spec.source_id: {osp.basename(p): digests[p] for p in src.images.values()} for src in sources}
+
+
 def _write_json(path, obj):
     tmp = path + '.part'
     with open(tmp, 'w') as f:
@@ -413,6 +418,7 @@ def _claim_set_dir(set_dir, info, lr_info, finished, log):
             raise PrepareError(f'{set_dir} already holds data prepared differently ({"; ".join(diff)}); remove it, '
                                'or choose another --out, to prepare it again')
         merged = dict(old, lr=dict(old_lr, **lr_info))
+        merged.setdefault('source_sha256', info.get('source_sha256'))  # a folder stamped before checksums
     else:
         if osp.isdir(set_dir) and os.listdir(set_dir):
             raise PrepareError(f'{set_dir} already holds files not written by prepare-data (e.g. '
@@ -427,9 +433,14 @@ def _claim_set_dir(set_dir, info, lr_info, finished, log):
 def _info_diff(old, info, lr_info):
     """What differs between a stored and a wanted ``prepare_info.json``, as short phrases."""
     diff = [f'{k} {old.get(k)} -> {info.get(k)}' for k in sorted(set(info) | set(old))
-            if k not in ('lr', 'sources') and old.get(k) != info.get(k)]
+            if k not in ('lr', 'sources', 'source_sha256') and old.get(k) != info.get(k)]
     if old.get('sources') != info['sources']:
         diff.append('source images differ')
+    elif old.get('source_sha256') and info.get('source_sha256') and old['source_sha256'] != info['source_sha256']:
+        changed = sorted(name for sid, files in info['source_sha256'].items() for name, digest in files.items()
+                         if old['source_sha256'].get(sid, {}).get(name) != digest)
+        diff.append(f'source image {changed[0] if changed else "?"}{f" and {len(changed) - 1} more" if len(changed) > 1 else ""} '
+                    'changed (same size, other content: sha256 differs)')
     old_lr = old.get('lr', {})
     diff += [f'LR x{s} from {old_lr[s]} -> {v}' for s, v in lr_info.items() if s in old_lr and old_lr[s] != v]
     return diff
@@ -510,10 +521,31 @@ def _imap(func, tasks, workers):
     if 'forkserver' in mp.get_all_start_methods():
         ctx = mp.get_context('forkserver')
         ctx.set_forkserver_preload([__name__])
+        # The server imports this module (seconds: torch) before it ignores Ctrl-C itself: started with SIGINT
+        # ignored (which exec keeps), a Ctrl-C for the terminal's process group prints no traceback from it.
+        from multiprocessing import forkserver
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if threading.current_thread() is \
+            threading.main_thread() else None
+        try:
+            forkserver.ensure_running()
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGINT, handler)
     else:
         ctx = mp.get_context('spawn')
-    pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(os.getpid(), ))
+    # A Ctrl-C while the workers are being forked is held until they exist, then acted on: interrupted
+    # half-way, the server would fork a worker after this process had gone, which dies with a traceback.
+    interrupted = []
+    held = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    handlers = {sig: signal.signal(sig, lambda *_: interrupted.append(True)) for sig in held}
     try:
+        pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(os.getpid(), ))
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    try:
+        if interrupted:
+            raise KeyboardInterrupt
         yield from pool.imap_unordered(func, tasks)
         pool.close()
     except BaseException:
@@ -700,7 +732,8 @@ def _prepare_train_set(name, sources, out, scales, lr_map, crop_size, step, work
     set_dir = osp.join(out, name)
     info = {
         'format': INFO_FORMAT, 'kind': 'train', 'crop_size': crop_size, 'step': step, 'thresh_size': THRESH_SIZE,
-        'hr_multiple': TRAIN_HR_MULTIPLE, 'sources': _sources_info(sources)
+        'hr_multiple': TRAIN_HR_MULTIPLE, 'sources': _sources_info(sources),
+        'source_sha256': _sources_sha256(sources, workers)
     }
     outputs = [(1, f'{name}_HR_sub')] + [(s, f'{name}_LRbicx{s}_sub') for s in scales]
     _claim_set_dir(set_dir, info, _lr_info(scales, lr_map, sources),
@@ -777,10 +810,11 @@ def _test_image_task(task):
     if hr.size == 0:
         raise PrepareError(f'{hr_path}: {hr_size[1]}x{hr_size[0]} image is smaller than {multiple} px, the multiple '
                            'every GT side is cropped to')
+    sums = {}
     for folder, scale, lr_path in targets:
         img = hr if scale == 1 else _make_lr(hr, scale, lr_path, hr_path, hr_size, notes)
-        _write_png(osp.join(folder, f'{stem}.png'), img)
-    return stem, notes
+        sums[f'{osp.basename(folder)}/{stem}.png'] = _write_png(osp.join(folder, f'{stem}.png'), img)
+    return stem, notes, sums
 
 
 def _test_set_finished(set_dir, info):
@@ -794,7 +828,8 @@ def _test_set_finished(set_dir, info):
 def _prepare_test_set(name, sources, out, scales, lr_map, workers, log):
     set_dir = osp.join(out, name)
     multiple = hr_multiple(scales)
-    info = {'format': INFO_FORMAT, 'kind': 'test', 'gt_multiple': multiple, 'sources': _sources_info(sources)}
+    info = {'format': INFO_FORMAT, 'kind': 'test', 'gt_multiple': multiple, 'sources': _sources_info(sources),
+            'source_sha256': _sources_sha256(sources, workers)}
     _claim_set_dir(set_dir, info, _lr_info(scales, lr_map, sources), lambda old: _test_set_finished(set_dir, old),
                    log)
     folders = [(1, osp.join(set_dir, 'GT'))] + [(s, osp.join(set_dir, f'LRbicx{s}')) for s in scales]
@@ -803,6 +838,12 @@ def _prepare_test_set(name, sources, out, scales, lr_map, workers, log):
         for f in os.listdir(folder):  # a killed run's half-written file
             if f.endswith('.part'):
                 os.remove(osp.join(folder, f))
+    # a file renamed into place by a run killed before it recorded the checksum is whole: record it now
+    sums = read_sums(set_dir)
+    unrecorded = [osp.join(folder, f) for _, folder in folders for f in sorted(os.listdir(folder))
+                  if f.endswith('.png') and f'{osp.basename(folder)}/{f}' not in sums]
+    append_sums(set_dir, {f'{osp.basename(osp.dirname(p))}/{osp.basename(p)}': d
+                          for p, d in sha256_files(unrecorded, workers).items()})
     tasks = []
     for src in sources:
         for stem, path in sorted(src.images.items()):
@@ -817,7 +858,8 @@ def _prepare_test_set(name, sources, out, scales, lr_map, workers, log):
     log(f'{name}: writing GT (cropped to a multiple of {multiple}) and LR x{", x".join(map(str, scales))} for '
         f'{len(tasks)} of {total} images ({workers} workers)')
     with tqdm(total=total, initial=total - len(tasks), desc=name, unit='image', dynamic_ncols=True) as bar:
-        for stem, notes in _imap(_test_image_task, tasks, workers):
+        for stem, notes, sums in _imap(_test_image_task, tasks, workers):
+            append_sums(set_dir, sums)
             for note in notes:
                 bar.write(note)
             bar.update(1)
@@ -923,8 +965,23 @@ def _verify_test_set(name, out, scales, samples, seed, log):
     expected = sum(len(v) for v in info['sources'].values())
     if len(names) != expected:
         raise PrepareError(f'{gt_dir}: {len(names)} images where {expected} were expected; run basicsr prepare-data')
+    sums = read_sums(set_dir)
+    checked = 0
+
+    def check_sum(path):  # the file as prepare-data wrote it (catches an image changed or swapped since)
+        nonlocal checked
+        rel = osp.relpath(path, set_dir).replace(os.sep, '/')
+        if rel in sums:
+            if sha256_file(path) != sums[rel]:
+                raise PrepareError(f'{path} is not the file prepare-data wrote (its sha256 differs from {SUMS_FILE}): '
+                                   'it was changed or swapped since; delete it and run basicsr prepare-data again')
+            checked += 1
+            return True
+        return False
+
     gts = {}
     for n in names:
+        check_sum(osp.join(gt_dir, n))
         img = cv2.imread(osp.join(gt_dir, n), cv2.IMREAD_UNCHANGED)
         if img is None or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] % multiple or img.shape[1] % multiple:
             raise PrepareError(f'{osp.join(gt_dir, n)}: not a 3-channel image with sides multiple of {multiple}')
@@ -945,7 +1002,8 @@ def _verify_test_set(name, out, scales, samples, seed, log):
             if lr is None or lr.shape != (h // s, w // s, 3):
                 raise PrepareError(f'{osp.join(lr_dir, n)}: shape {None if lr is None else lr.shape}, expected '
                                    f'GT/{s} = {(h // s, w // s, 3)}')
-            if n in sample:
+            # without a recorded checksum (a folder prepared before checksums), compare every file with bicubic
+            if not check_sum(osp.join(lr_dir, n)) or n in sample:
                 d = _max_diff(lr, gts[n], s, margin)
                 if d is None or d > 1:
                     raise PrepareError(f'{osp.join(lr_dir, n)} is not bicubic(GT)/{s} within one grey level '
@@ -953,6 +1011,7 @@ def _verify_test_set(name, out, scales, samples, seed, log):
                 worst = max(worst, d)
         log(f'{name}: {lr_dir}: names and shapes pair with GT/{s}; {len(sample)} samples: max |LR - bicubic(GT)| = '
             f'{worst}{f" (interior, {margin} px margin: pre-made LR)" if margin else ""}')
+    log(f'{name}: {checked} files match the sha256 recorded when they were written ({SUMS_FILE})')
 
 
 def verify_datasets(out='datasets', sets=SET_NAMES, scales=SCALES, samples=20, seed=0, log=None):
