@@ -16,7 +16,8 @@ def add_basicsr_arguments(parser):
     parser.add_argument('--debug', action='store_true', help="debug mode: name prefixed 'debug_', frequent logs")
     parser.add_argument('--local_rank', type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override options, e.g. train:ema_decay=0.999 (existing keys only)')
+                        help='override options, e.g. train:ema_decay=0.999 (keys in the file, or arguments of '
+                        'the class a type: section builds, e.g. network_g:num_grow_ch=32)')
 
 
 def check_options_file(path):

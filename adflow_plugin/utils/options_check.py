@@ -56,8 +56,10 @@ def apply_force_yml(opt, entries):
             where = ':'.join(path) or 'the options file'
             if not isinstance(node, dict):
                 raise OptionsError(f'--force_yml {entry}: {where} is a value, not a section')
-            if key not in node:
-                near = _closest(key, node)
+            if key not in node and i == len(parts) - 1 and key in _constructor_arguments(node):
+                pass  # an argument the file leaves at its default, e.g. network_g:num_grow_ch
+            elif key not in node:
+                near = _closest(key, list(node) + _constructor_arguments(node))
                 hint = f'; did you mean {":".join(path + [near])}?' if near else \
                     f' (it has: {", ".join(map(str, list(node)[:12]))})'
                 raise OptionsError(f'--force_yml {entry}: {where} has no key {key!r}; --force_yml only changes '
@@ -70,6 +72,31 @@ def apply_force_yml(opt, entries):
     return opt
 
 
+def _constructor_arguments(section):
+    """Keyword arguments of the class a ``type: Name`` section builds (a network, loss, optimizer or scheduler),
+    which ``--force_yml`` may set although the file leaves them at their defaults."""
+    import inspect
+
+    import torch
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+    name = section.get('type') if isinstance(section, dict) else None
+    if not isinstance(name, str):
+        return []
+    found = None
+    for registry in (ARCH_REGISTRY, LOSS_REGISTRY):
+        if name in registry:
+            found = registry.get(name)
+    if found is None:
+        from basicsr.models import lr_scheduler
+        found = getattr(torch.optim, name, None) or getattr(lr_scheduler, name, None) or \
+            getattr(torch.optim.lr_scheduler, name, None)
+    try:
+        params = inspect.signature(found).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != 'self']
+
+
 def _get(section, key, where, kind, required=True, positive=False, allow=()):
     """``section[key]`` checked to be of ``kind`` (int, float for any number, str, dict, bool)."""
     name = f'{where}.{key}' if where else key
@@ -80,7 +107,8 @@ def _get(section, key, where, kind, required=True, positive=False, allow=()):
     value = section[key]
     if value in allow:
         return value
-    names = {int: 'a whole number', float: 'a number', str: 'a string', dict: 'a section (mapping)', bool: 'true or false'}
+    names = {int: 'a whole number', float: 'a number', str: 'a string', dict: 'a section (mapping)',
+             bool: 'true or false'}
     ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
           float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
           str: lambda v: isinstance(v, str), dict: lambda v: isinstance(v, dict),
@@ -110,9 +138,7 @@ def _check_dataset(phase, d, scale):
     for key in ('dataroot_gt', 'dataroot_lq', 'meta_info_file', 'meta_info'):
         if isinstance(d.get(key), str):
             _check_path(d[key], f'{where}.{key}', 'file' if key.startswith('meta') else 'data folder')
-    io = _get(d, 'io_backend', where, dict, required=False)
-    if io is not None:
-        _get(io, 'type', f'{where}.io_backend', str)
+    _get(_get(d, 'io_backend', where, dict), 'type', f'{where}.io_backend', str)  # every BasicSR dataset reads it
     if phase == 'train':
         _get(d, 'batch_size_per_gpu', where, int, positive=True)
         num_worker = _get(d, 'num_worker_per_gpu', where, int)
@@ -122,8 +148,8 @@ def _check_dataset(phase, d, scale):
         gt_size = _get(d, 'gt_size', where, int, required=kind == 'PairedImageDataset', positive=True)
         if gt_size is not None and gt_size % scale:
             lower = gt_size // scale * scale
-            raise OptionsError(f'{where}.gt_size {gt_size} is not divisible by the scale {scale}: its LR patch would be '
-                               f'{gt_size / scale:g} pixels; use e.g. {lower or scale} or {lower + scale}')
+            raise OptionsError(f'{where}.gt_size {gt_size} is not divisible by the scale {scale}: its LR patch would '
+                               f'be {gt_size / scale:g} pixels; use e.g. {lower or scale} or {lower + scale}')
 
 
 def check_options(opt, is_train, auto_resume=False):
@@ -194,8 +220,8 @@ def _check_registries(opt):
     def known(name, registry, where, what):
         if name not in registry:
             near = _closest(name, registry.keys())
-            raise OptionsError(f'{where}: unknown {what} {name!r}' +
-                               (f'; did you mean {near!r}?' if near else f' (known: {", ".join(sorted(registry.keys()))})'))
+            hint = f'; did you mean {near!r}?' if near else f' (known: {", ".join(sorted(registry.keys()))})'
+            raise OptionsError(f'{where}: unknown {what} {name!r}{hint}')
 
     known(opt['model_type'], MODEL_REGISTRY, 'model_type', 'model')
     for key in ('network_g', 'network_d'):
@@ -215,13 +241,16 @@ def _check_network_g(opt):
     """Build network_g; when path.pretrain_network_g is set, load it as BasicSR will (weights only)."""
     from copy import deepcopy
 
-    from basicsr.archs import build_network
+    from basicsr.utils.registry import ARCH_REGISTRY
 
     from adflow_plugin.infer import InferError, _load_checkpoint, select_params
     net_opt = deepcopy(opt['network_g'])
     net_opt.pop('pretrained_embed', None)  # checked for existence above; loading it twice costs time only
+    kind = net_opt.pop('type')
     try:
-        net = build_network(net_opt)
+        # not basicsr.archs.build_network: it logs, and BasicSR's root logger, once set up without a log
+        # file, would never write experiments/<name>/train_*.log
+        net = ARCH_REGISTRY.get(kind)(**net_opt)
     except Exception as e:  # a wrong keyword or value: the constructor's own message
         raise OptionsError(f'network_g: cannot build {opt["network_g"]["type"]}: {type(e).__name__}: '
                            f'{str(e).splitlines()[0] if str(e) else ""}') from None
