@@ -46,8 +46,8 @@ def build_generator(opt, scale=None, notes=None, allow_untrained=True):
         raise FlowCheckError(f"flowcheck needs network_g.type: AdFlowNet, this file has {net_opt.get('type')!r}")
     ckpt = (opt.get('path') or {}).get('pretrain_network_g')
     if ckpt and not os.path.isfile(ckpt) and not allow_untrained:
-        raise FlowCheckError(f'checkpoint {ckpt} (path.pretrain_network_g) not found, relative to the current directory '
-                             f'{os.getcwd()}; pass --allow-untrained to check the untrained network instead')
+        raise FlowCheckError(f'checkpoint {ckpt} (path.pretrain_network_g) not found, relative to the current '
+                             f'directory {os.getcwd()}; pass --allow-untrained to check the untrained network instead')
     if scale is not None:
         net_opt['scale'] = scale
     embed = net_opt.get('pretrained_embed')

@@ -67,13 +67,13 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from adflow_plugin.utils import as_list
 from adflow_plugin.utils.img_check import apply_orientation, exif_orientation, file_truncation, truncation
 from adflow_plugin.utils.options_check import OptionsError, check_temperatures
 
 __all__ = [
     'BLEND_CHOICES', 'BLEND_MODES', 'DEFAULT_OVERLAP', 'IMAGE_EXTENSIONS', 'InferError', 'LRImage', 'SRNetwork',
-    'blend_weights', 'check_output_folder', 'collect_inputs', 'infer', 'load_network', 'output_name', 'read_image', 'rrdbnet_options',
+    'blend_weights', 'check_output_folder', 'collect_inputs', 'infer', 'load_network', 'output_name', 'read_image',
+    'rrdbnet_options',
     'select_params', 'tile_spans', 'tiling_difference', 'upscale', 'upscale_iter'
 ]
 
@@ -606,10 +606,11 @@ def upscale(srnet, bgr, jobs=((1.0, 0), ), tile=0, overlap=DEFAULT_OVERLAP, blen
 
 @torch.no_grad()
 def upscale_iter(srnet, bgr, jobs=((1.0, 0), ), tile=0, overlap=DEFAULT_OVERLAP, blend='auto', finalize=None,
-                 progress=None, chunk=TILED_CHUNK):
+                 progress=None, chunk=None):
     """:func:`upscale`, yielding ``(job index, output)`` as each output is finished, so that a caller can
     write it and let it go: untiled, one output at a time (the LR embedding computed once and reused);
-    tiled, ``chunk`` at a time (the embedding of each tile computed once per chunk)."""
+    tiled, :data:`TILED_CHUNK` at a time (the embedding of each tile computed once per chunk). ``chunk``
+    overrides both (``len(jobs)``: every output in one pass, as :func:`upscale` did before)."""
     finalize = finalize or (lambda rows: np.clip(rows, 0, 1))
     jobs = list(jobs) if srnet.stochastic else [None]
     if blend == 'auto':
@@ -623,7 +624,7 @@ def upscale_iter(srnet, bgr, jobs=((1.0, 0), ), tile=0, overlap=DEFAULT_OVERLAP,
     wy, wx = blend_weights(ys, s, blend), blend_weights(xs, s, blend)
     # one view per tile, the same object for every chunk: SRNetwork.run keeps the last tile's embedding
     tiles = {(r, c): lq[:, :, y0:y1, x0:x1] for r, (y0, y1) in enumerate(ys) for c, (x0, x1) in enumerate(xs)}
-    step = 1 if len(tiles) == 1 else max(1, chunk)
+    step = max(1, chunk) if chunk else 1 if len(tiles) == 1 else TILED_CHUNK
     chunks = [list(range(i, min(i + step, len(jobs)))) for i in range(0, len(jobs), step)]
     total = len(tiles) * len(chunks)
     done_tiles = 0

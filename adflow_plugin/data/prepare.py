@@ -439,8 +439,9 @@ def _info_diff(old, info, lr_info):
     elif old.get('source_sha256') and info.get('source_sha256') and old['source_sha256'] != info['source_sha256']:
         changed = sorted(name for sid, files in info['source_sha256'].items() for name, digest in files.items()
                          if old['source_sha256'].get(sid, {}).get(name) != digest)
-        diff.append(f'source image {changed[0] if changed else "?"}{f" and {len(changed) - 1} more" if len(changed) > 1 else ""} '
-                    'changed (same size, other content: sha256 differs)')
+        more = f' and {len(changed) - 1} more' if len(changed) > 1 else ''
+        diff.append(f'source image {changed[0] if changed else "?"}{more} changed (same size, other content: sha256 '
+                    'differs)')
     old_lr = old.get('lr', {})
     diff += [f'LR x{s} from {old_lr[s]} -> {v}' for s, v in lr_info.items() if s in old_lr and old_lr[s] != v]
     return diff

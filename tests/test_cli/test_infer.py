@@ -191,7 +191,7 @@ def test_clear_errors(case, expected, models, images, tmp_path, capsys):
 def test_undecodable_image_is_reported_and_the_rest_done(models, images, tmp_path, capsys):
     folder = tmp_path / 'in'
     folder.mkdir()
-    (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+    (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n garbage, not PNG chunks IEND')  # whole, undecodable
     cv2.imwrite(str(folder / 'good.png'), images['odd'])
     code = main(['infer', '--model', models['esrgan_ckpt'], '--input', str(folder), '--output', str(tmp_path / 'out'),
                  '--no-progress'])
