@@ -67,14 +67,14 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from adflow_plugin.utils.img_check import apply_orientation, exif_orientation, file_truncation, truncation
+from adflow_plugin.utils.img_check import (TAIL_BYTES, apply_orientation, exif_orientation, file_truncation,
+                                           truncation)
 from adflow_plugin.utils.options_check import OptionsError, check_temperatures
 
 __all__ = [
     'BLEND_CHOICES', 'BLEND_MODES', 'DEFAULT_OVERLAP', 'IMAGE_EXTENSIONS', 'InferError', 'LRImage', 'SRNetwork',
     'blend_weights', 'check_output_folder', 'collect_inputs', 'infer', 'load_network', 'output_name', 'read_image',
-    'rrdbnet_options',
-    'select_params', 'tile_spans', 'tiling_difference', 'upscale', 'upscale_iter'
+    'rrdbnet_options', 'select_params', 'tile_spans', 'tiling_difference', 'upscale', 'upscale_iter'
 ]
 
 #: File extensions treated as images (lower case); other files in an input folder are skipped.
@@ -364,7 +364,7 @@ def read_image(path):
             data = f.read()
     except OSError as e:
         raise InferError(f'{path}: cannot be read: {e.strerror}') from None
-    problem = truncation(path, data[:8], data[-1024:])
+    problem = truncation(path, data[:8], data[-TAIL_BYTES:])
     if problem:
         raise InferError(problem)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
