@@ -22,7 +22,7 @@ _BASE = dict(
     lr_stage2=1e-4,  # Adam for the generator in the adversarial stage (ESRGAN, AdFlow)
     lr_d=1e-4,  # Adam for the discriminator
     d_feat=16,  # discriminator width (paper Sec. 3.4: 16), the same for ESRGAN and AdFlow here
-    gan_weight_adflow=1e-2 / 3,  # the paper's lambda = 1e-2 on SRFlow's per-pixel NLL = 1e-2 / 3 on bits/dim
+    gan_weight_adflow=1e-2,  # the paper's lambda at 4x, on SRFlow's per-pixel NLL (as options/train_AdFlow_x4.yml)
     esrgan_weights=dict(pixel=1e-2, perceptual=1.0, gan=5e-3),  # BasicSR's stock ESRGAN recipe
     ema_decay=0.999,
     grad_clip_norm=50,
