@@ -139,7 +139,10 @@ def train_options(name, preset, data):
                      perceptual_opt=perceptual_options(w['perceptual']), gan_opt=_gan(w['gan']),
                      net_d_iters=1, net_d_init_iters=0)
     else:
-        train.update(nll_opt=dict(type='FlowNLLLoss', loss_weight=1.0, quant=32, unit='bits_per_dim'),
+        # stage 2 in SRFlow's per-pixel unit, to which the paper's adversarial weight is relative (stage 1:
+        # bits per dimension; Adam does not see a constant scale of the loss)
+        unit = 'bits_per_dim' if kind == 'baseflow' else 'bits_per_pixel_srflow'
+        train.update(nll_opt=dict(type='FlowNLLLoss', loss_weight=1.0, quant=32, unit=unit),
                      grad_clip_norm=preset['grad_clip_norm'])
         temps = [preset['baseflow_temperature']] if kind == 'baseflow' else [as_list(preset['adflow_temperatures'])[0]]
         opt['val'].update(temperature=temps, num_samples=1, seed=preset['seed'])

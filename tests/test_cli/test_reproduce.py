@@ -56,6 +56,9 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     assert len(shared) == 1
     adflow = yaml.safe_load((out / 'options' / 'train_AdFlow_K2.yml').read_text())
     assert adflow['val']['best_metric'] == 'lpips' and 'holdout' in adflow['datasets']['val']['dataroot_gt']
+    # the paper's lambda on SRFlow's per-pixel NLL, as the shipped stage-2 options
+    assert adflow['train']['nll_opt']['unit'] == 'bits_per_pixel_srflow'
+    assert adflow['train']['gan_opt']['loss_weight'] == 1e-2
     table = (out / 'table.md').read_text()
     assert '| Bicubic |' in table and '| AdFlow K=2, T=1 |' in table and '## Fig. 7' in table
 
