@@ -199,7 +199,10 @@ def wrap_ddp(net, opt, device):
             dist.broadcast(synced, src=0)
             if synced is not buf:
                 buf.copy_(synced)
-    return DistributedDataParallel(net, **kwargs)
+    ddp = DistributedDataParallel(net, **kwargs)
+    from adflow_plugin.archs.flow_layers import sync_actnorm_flags  # imported here: archs register with BasicSR
+    sync_actnorm_flags(net)  # the broadcast wrote ActNorm's 'initialized' buffers; their Python mirrors follow
+    return ddp
 
 
 def model_to_device(self, net):

@@ -105,7 +105,7 @@ def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0, allow
     lr, hr = photo_pair(scale, int(hr_size), net.lr_multiple)
     nll = FlowNLLLoss(quant=32)
     actnorms = [m for m in net.modules() if isinstance(m, ActNorm)]
-    if actnorms and not all(bool(m.initialized) for m in actnorms):
+    if actnorms and not all(m.is_initialized for m in actnorms):
         net.train()
         with torch.no_grad():
             net(lr, nll.dequantize(hr))  # ActNorm's data-dependent initialisation, as the first training step

@@ -66,9 +66,13 @@ class ActNorm(nn.Module):
     The first forward in training mode (encode direction) sets ``bias`` and ``logs`` so that the
     output of that batch has zero mean and unit variance per channel. Under torch.distributed the
     statistics are averaged over all processes, so every rank initialises identically (equal batch
-    sizes give exactly the statistics of the combined batch). Whether this has happened is the
-    buffer ``initialized``: it is saved in the state dict, survives checkpoint loads and is copied
-    with the other buffers to the EMA network.
+    sizes give exactly the statistics of the combined batch).
+
+    Whether this has happened is the buffer ``initialized``: it is saved in the state dict, survives
+    checkpoint loads and is copied with the other buffers to the EMA network. Each forward reads a
+    Python mirror of it instead (:attr:`is_initialized`), since reading a GPU buffer on the host
+    waits for the GPU: the mirror is set with the buffer (:meth:`set_initialized`), re-read from it by
+    ``load_state_dict`` and by :meth:`sync_initialized` (after a DDP broadcast wrote the buffer).
 
     Args:
         num_channels (int): Channels.
@@ -80,23 +84,48 @@ class ActNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
         self.logs = nn.Parameter(torch.zeros(1, num_channels, 1, 1))
         self.register_buffer('initialized', torch.tensor(0, dtype=torch.uint8))
+        self.is_initialized = False
         self.scale = float(scale)
+
+    def set_initialized(self, value=True):
+        """Set the state (buffer and its Python mirror)."""
+        self.initialized.fill_(int(bool(value)))
+        self.is_initialized = bool(value)
+
+    def sync_initialized(self):
+        """Re-read the Python mirror from the buffer (one host read; never inside a training step)."""
+        self.is_initialized = bool(self.initialized)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.sync_initialized()
 
     @torch.no_grad()
     def initialize(self, x):
+        if x.dtype in (torch.float16, torch.bfloat16):  # a hidden layer under autocast: statistics in float32
+            x = x.float()
         mean = _dist_mean(x.mean(dim=(0, 2, 3), keepdim=True))
         var = _dist_mean(((x - mean)**2).mean(dim=(0, 2, 3), keepdim=True))
         self.bias.data.copy_(-mean)
         self.logs.data.copy_(torch.log(self.scale / (torch.sqrt(var) + 1e-6)))
-        self.initialized.fill_(1)
+        self.set_initialized()
 
     def forward(self, x, cond=None, reverse=False):
-        if not reverse and self.training and not self.initialized:
+        if not reverse and self.training and not self.is_initialized:
             self.initialize(x)
-        logdet = self.logs.sum() * _pixels(x) * x.new_ones(x.shape[0])
+        logdet = self.logs.sum() * _pixels(x) * x.new_ones(x.shape[0], dtype=self.logs.dtype)
+        # inside a coupling net under autocast x is bfloat16: the hidden layer stays in x's precision
+        bias = self.bias.to(x.dtype)
         if not reverse:
-            return (x + self.bias) * torch.exp(self.logs), logdet
-        return x * torch.exp(-self.logs) - self.bias, -logdet
+            return (x + bias) * torch.exp(self.logs).to(x.dtype), logdet
+        return x * torch.exp(-self.logs).to(x.dtype) - bias, -logdet
+
+
+def sync_actnorm_flags(net):
+    """:meth:`ActNorm.sync_initialized` for every ActNorm in ``net`` (after its buffers were overwritten)."""
+    for m in net.modules():
+        if isinstance(m, ActNorm):
+            m.sync_initialized()
 
 
 def random_orthonormal(num_channels, generator=None):
@@ -139,7 +168,7 @@ class InvertibleConv1x1(nn.Module):
         if not reverse:
             w = self.weight
         else:
-            w = torch.linalg.inv(self.weight.double()).to(x.dtype)
+            w = torch.linalg.inv_ex(self.weight.double())[0].to(x.dtype)  # inv_ex: no error check, no host sync
             logdet = -logdet
         return F.conv2d(x, w.unsqueeze(-1).unsqueeze(-1)), logdet
 

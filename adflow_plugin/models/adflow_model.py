@@ -124,16 +124,22 @@ class AdFlowModel(SRModel):
         """EMA of the parameters (BasicSR) plus verbatim copies of the buffers: ActNorm's ``initialized``
         flags and the fixed random rotations are state, not averages. An ActNorm that was just
         initialised from data is copied whole, so the EMA does not average its data-dependent
-        parameters with the zeros they started from."""
+        parameters with the zeros they started from. ActNorm's state is read from its Python mirror
+        (``is_initialized``), so the EMA update does not wait for the GPU."""
         net_g = self.get_bare_model(self.net_g)
         ema_modules = dict(self.net_g_ema.named_modules())
-        for name, module in net_g.named_modules():
-            if isinstance(module, ActNorm) and module.initialized and not ema_modules[name].initialized:
-                ema_modules[name].load_state_dict(module.state_dict())
+        actnorms = [(m, ema_modules[n]) for n, m in net_g.named_modules() if isinstance(m, ActNorm)]
+        for module, ema_module in actnorms:
+            if module.is_initialized and not ema_module.is_initialized:
+                for p_ema, p in zip(ema_module.parameters(), module.parameters()):
+                    p_ema.data.copy_(p.data)
+                ema_module.set_initialized()
         super().model_ema(decay)
         ema_buffers = dict(self.net_g_ema.named_buffers())
         for name, buf in net_g.named_buffers():
             ema_buffers[name].data.copy_(buf.data)
+        for module, ema_module in actnorms:  # the buffers were copied above; their mirrors follow
+            ema_module.is_initialized = module.is_initialized
 
     # ------------------------------------------------------------------ training step
     def _all_ranks_ok(self, ok):

@@ -19,7 +19,7 @@ def perturb(module, std=0.15, seed=0):
                 p.mul_(0.2)
     for m in module.modules():
         if isinstance(m, ActNorm):
-            m.initialized.fill_(1)
+            m.set_initialized()
     return module
 
 
