@@ -60,13 +60,23 @@ def _dist_mean(t):
     return t
 
 
+# ActNorm's data-dependent initialisation: a channel whose standard deviation over the first batch is
+# below this carries no usable scale estimate (a constant image region without dequantisation noise, or
+# one value per channel: batch 1 at a 1x1 level). It keeps the unit scale (logs = 0) instead of
+# 1 / std, which for std -> 0 (Glow's 1 / (std + 1e-6)) gave scales up to 1e6 per layer and, chained
+# through the layers that then see the zeros it produced, |z| ~ 1e58 on the next batch. So the initial
+# scale is at most 1 / ACTNORM_MIN_STD (the dequantisation noise alone has std (1/32)/sqrt(12) ~ 0.009).
+ACTNORM_MIN_STD = 1e-3
+
+
 class ActNorm(nn.Module):
     """Per-channel affine ``y = (x + bias) * exp(logs)`` with data-dependent initialisation (Glow).
 
     The first forward in training mode (encode direction) sets ``bias`` and ``logs`` so that the
-    output of that batch has zero mean and unit variance per channel. Under torch.distributed the
-    statistics are averaged over all processes, so every rank initialises identically (equal batch
-    sizes give exactly the statistics of the combined batch).
+    output of that batch has zero mean and unit variance per channel (channels whose standard deviation
+    is below :data:`ACTNORM_MIN_STD` keep ``logs = 0``: the initial scale is bounded). Under
+    torch.distributed the statistics are averaged over all processes, so every rank initialises
+    identically (equal batch sizes give exactly the statistics of the combined batch).
 
     Whether this has happened is the buffer ``initialized``: it is saved in the state dict, survives
     checkpoint loads and is copied with the other buffers to the EMA network. Each forward reads a
@@ -106,8 +116,10 @@ class ActNorm(nn.Module):
             x = x.float()
         mean = _dist_mean(x.mean(dim=(0, 2, 3), keepdim=True))
         var = _dist_mean(((x - mean)**2).mean(dim=(0, 2, 3), keepdim=True))
+        std = torch.sqrt(var)
+        logs = torch.where(std >= ACTNORM_MIN_STD, torch.log(self.scale / (std + 1e-6)), torch.zeros_like(std))
         self.bias.data.copy_(-mean)
-        self.logs.data.copy_(torch.log(self.scale / (torch.sqrt(var) + 1e-6)))
+        self.logs.data.copy_(logs)
         self.set_initialized()
 
     def forward(self, x, cond=None, reverse=False):

@@ -1,10 +1,15 @@
 """Every invertible layer: exact round trip and log-det equal to autograd's Jacobian log-det."""
+import math
+
 import pytest
 import torch
+from torch.nn import functional as F
 
+from adflow_plugin.archs.adflow_arch import AdFlowNet
 from adflow_plugin.archs.flow_check import check_layer
-from adflow_plugin.archs.flow_layers import (ActNorm, AffineInjector, AffineScale, CondAffineCoupling, FlowStep,
-                                             InvertibleConv1x1, RandomRotation, Squeeze, ZeroConv2d)
+from adflow_plugin.archs.flow_layers import (ACTNORM_MIN_STD, ActNorm, AffineInjector, AffineScale, CondAffineCoupling,
+                                             FlowStep, InvertibleConv1x1, RandomRotation, Squeeze, ZeroConv2d)
+from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 
 COND_CH = 5
 
@@ -98,3 +103,46 @@ def test_random_rotation_is_orthonormal_buffer():
 def test_zero_conv_starts_at_zero():
     conv = ZeroConv2d(4, 6)
     assert conv(torch.randn(1, 4, 3, 3)).abs().max() == 0
+
+
+def test_actnorm_init_scale_is_bounded_for_a_constant_channel():
+    """A channel constant over the first batch keeps the unit scale; the others are normalised."""
+    torch.manual_seed(0)
+    layer = ActNorm(3).train()
+    x = torch.randn(2, 3, 4, 4)
+    x[:, 1] = 0.7
+    x[:, 2] *= 2e-3  # small but above ACTNORM_MIN_STD: normalised, at most 1 / ACTNORM_MIN_STD
+    y, _ = layer(x)
+    assert layer.logs[0, 1].item() == 0.0
+    assert layer.logs.max().item() <= -math.log(ACTNORM_MIN_STD) + 1e-4
+    assert torch.allclose(y[:, 1], torch.zeros_like(y[:, 1]), atol=1e-6)
+    assert torch.allclose(y[:, [0, 2]].std(dim=(0, 2, 3), unbiased=False), torch.ones(2), atol=1e-3)
+
+
+@pytest.mark.parametrize('case', ['batch1_1x1_level', 'constant_colour_channel'])
+def test_flow_trains_after_a_degenerate_first_batch(case):
+    """The first batch initialises every ActNorm. With batch 1 the last level is 1x1 here (one value per
+    channel), or one colour channel is constant without dequantisation noise: the next batches must still
+    give finite NLLs and gradients and latents of a sensible size (Glow's 1 / (std + 1e-6) gave ~1e19)."""
+    torch.manual_seed(0)
+    net = AdFlowNet(scale=4, num_feat=8, num_block=1, num_grow_ch=4, embed_blocks=[0], flow_depth=2,
+                    num_transition=1, hidden_channels=8, rotation_seed=0).train()
+    if case == 'batch1_1x1_level':
+        nll, size, batch = FlowNLLLoss(quant=32), 8, 1  # 3 levels at 4x: HR 8 -> 1x1 at the last level
+    else:
+        nll, size, batch = FlowNLLLoss(quant=0), 16, 2
+    opt = torch.optim.Adam(net.parameters(), 1e-4)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(4):
+        gt = torch.rand(batch, 3, size, size, generator=gen)
+        if step == 0 and case == 'constant_colour_channel':
+            gt[:, 2] = 0.5
+        out = net(F.avg_pool2d(gt, 4), nll.dequantize(gt))
+        loss = nll(out['logp'], out['logdet'], out['shape'])
+        opt.zero_grad()
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+        z_max = max(z.abs().max().item() for z in out['latents'])
+        assert torch.isfinite(loss) and torch.isfinite(grads).all(), (step, loss.item())
+        assert z_max < 1e3 and abs(loss.item()) < 1e3, (step, z_max, loss.item())
+        opt.step()
