@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adflow_plugin.archs.flow_layers import Condition
+from adflow_plugin.archs.flow_layers import ActNorm, Condition
 from adflow_plugin.archs.rrdb_embed_arch import RRDBEmbedNet
 from adflow_plugin.convert_srflow import (ConversionError, build_srflow_network, convert_file, convert_state_dict,
                                           srflow_network_options)
@@ -353,9 +353,9 @@ def trained_like_srflow_state(scale, lr, hr):
     state = distinctive_state(scale, seed=10 + scale)
     net = build_srflow_network(scale)
     net.load_state_dict(convert_state_dict(state, scale, net)[0], strict=True)
-    for name, buf in net.named_buffers():
-        if name.endswith('.initialized'):
-            buf.zero_()
+    for m in net.modules():
+        if isinstance(m, ActNorm):
+            m.set_initialized(False)
     net.train()
     with torch.no_grad():
         net(lr, hr)
