@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from adflow_plugin.archs.flow_check import check_levels, check_network
-from adflow_plugin.archs.flow_layers import ActNorm
+from adflow_plugin.archs.flow_layers import ActNorm, amp_dtype
 from adflow_plugin.data.demo import read_photo
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 from adflow_plugin.utils.options_check import OptionsError, check_temperatures
@@ -87,10 +87,19 @@ def photo_pair(scale, hr_size, multiple):
     return tensor(lr), tensor(hr)
 
 
-def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0, allow_untrained=True):
-    """Returns the report dict (see ``basicsr flowcheck --help``)."""
+def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0, allow_untrained=True, amp=None):
+    """Returns the report dict (see ``basicsr flowcheck --help``).
+
+    ``amp`` ('bf16'; default: the options' ``val.amp``): the round trip, NLL and sample run with the
+    embedding and the flow's networks under bfloat16 autocast, and the log-determinant check runs in
+    float32 under the same autocast (autocast leaves float64 alone, so float64 would not test it).
+    """
     start = time.time()
     notes = []
+    try:
+        amp = amp_dtype(amp if amp is not None else (opt.get('val') or {}).get('amp'), '--amp / val.amp')
+    except ValueError as e:
+        raise FlowCheckError(str(e)) from None
     torch.manual_seed(seed)
     try:
         t = check_temperatures(temperature if temperature is not None else
@@ -113,23 +122,27 @@ def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0, allow
     net.eval()
     noisy = nll.dequantize(hr)
     with torch.no_grad():
-        enc = net.encode(noisy, lr)
-        roundtrip = (net.decode(lr, latents=enc['latents']) - noisy).abs().max().item()
-        sample = net.decode(lr, temperature=t, seed=seed)
+        cond = net.condition(lr, amp=amp)
+        enc = net.encode(noisy, cond=cond)
+        roundtrip = (net.decode(cond=cond, latents=enc['latents']) - noisy).abs().max().item()
+        sample = net.decode(cond=cond, temperature=t, seed=seed)
     nll_bpd = nll.nll(enc['logp'], enc['logdet'], enc['shape']).mean().item()
 
-    # log-det against the autograd Jacobian, float64, on the smallest LR the layout takes
-    net64 = net.double()
+    # log-det against the autograd Jacobian, float64 (float32 with amp), on the smallest LR the layout takes
+    dtype = torch.float32 if amp is not None else torch.float64
+    net_check = net.to(dtype)
     m = net.lr_multiple
-    tiny_lr = lr.double()[:, :, :m, :m]
-    tiny_hr = hr.double()[:, :, :m * scale, :m * scale]
+    tiny_lr = lr.to(dtype)[:, :, :m, :m]
+    tiny_hr = hr.to(dtype)[:, :, :m * scale, :m * scale]
     dims = tiny_hr.numel()
     if net.image_space or dims <= MAX_NETWORK_JACOBIAN_DIMS:
-        reports = [check_network(net64, tiny_lr, tiny_hr)]
+        reports = [check_network(net_check, tiny_lr, tiny_hr, amp=amp)]
         check = f'network ({dims} dims)'
     else:
-        reports = check_levels(net64, tiny_lr)
+        reports = check_levels(net_check, tiny_lr, amp=amp)
         check = f'each of {len(reports)} levels (network has {dims} dims at the smallest input)'
+    if amp is not None:
+        check += ', float32 under bfloat16 autocast'
     net.float()
     logdet_rel = max(r['logdet_rel_err'] for r in reports)
     return OrderedDict(
@@ -142,6 +155,7 @@ def run_flowcheck(opt, hr_size=None, scale=None, temperature=None, seed=0, allow
         hr_size=int(hr.shape[-1]),
         logdet_check=check,
         sample_temperature=t,
+        amp='bf16' if amp is not None else None,
         sample_nonfinite=int((~torch.isfinite(sample)).sum().item()),
         sample_min=float(torch.nan_to_num(sample).min().item()),
         sample_max=float(torch.nan_to_num(sample).max().item()),

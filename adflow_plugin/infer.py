@@ -109,6 +109,8 @@ class SRNetwork:
         lr_multiple (int): LR height and width are padded to a multiple of this.
         description (str): One line saying what was loaded from where.
         temperatures (list[float] | None): ``val.temperature`` of the options file, if any.
+        amp (torch.dtype | None): Mixed precision (bfloat16): a flow's embedding and networks (see
+            ``AdFlowNet.condition``), or the whole of a deterministic network, under autocast.
     """
     net: torch.nn.Module
     scale: int
@@ -116,6 +118,7 @@ class SRNetwork:
     lr_multiple: int = 1
     description: str = ''
     temperatures: list = None
+    amp: torch.dtype = None
 
     @property
     def device(self):
@@ -126,10 +129,11 @@ class SRNetwork:
         """SR of one LR batch for each ``(temperature, seed)`` in ``jobs`` (a flow's embedding computed once);
         a deterministic network returns its one output, whatever ``jobs`` holds."""
         if not self.stochastic:
-            return [self.net(lq)]
+            with torch.autocast(lq.device.type, dtype=self.amp or torch.bfloat16, enabled=self.amp is not None):
+                return [self.net(lq).to(lq.dtype)]
         last = self.__dict__.get('_last_condition')
         if last is None or last[0] is not lq:  # the same tile again (the next chunk of samples): reuse
-            last = (lq, self.net.condition(lq))
+            last = (lq, self.net.condition(lq, amp=self.amp))
             self._last_condition = last
         return [self.net.decode(cond=last[1], temperature=t, seed=seed) for t, seed in jobs]
 
@@ -683,7 +687,7 @@ def _device(name):
 
 
 def infer(inputs, output, model, arch=None, scale=None, temperatures=None, samples=1, seed=0, tile=0,
-          overlap=DEFAULT_OVERLAP, blend='auto', force=False, device='auto', log=print, show_progress=True):
+          overlap=DEFAULT_OVERLAP, blend='auto', force=False, device='auto', log=print, show_progress=True, amp=None):
     """Super-resolve image files (the ``basicsr infer`` command).
 
     Args:
@@ -699,6 +703,7 @@ def infer(inputs, output, model, arch=None, scale=None, temperatures=None, sampl
         device (str): 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...
         log (callable): Prints a message.
         show_progress (bool): A tqdm progress bar on stderr.
+        amp (str | None): 'bf16': bfloat16 mixed precision (see :class:`SRNetwork`). Default: off.
 
     Returns:
         dict: ``written`` (output paths), ``skipped`` (messages), ``failed`` (messages), ``network``.
@@ -727,7 +732,13 @@ def infer(inputs, output, model, arch=None, scale=None, temperatures=None, sampl
         if problem:
             raise InferError(problem)
 
+    from adflow_plugin.archs.flow_layers import amp_dtype
+    try:
+        amp = amp_dtype(amp, '--amp')
+    except ValueError as e:
+        raise InferError(str(e)) from None
     srnet = load_network(model, arch, scale, _device(device))
+    srnet.amp = amp
     log(f'network: {srnet.description}')
     if srnet.stochastic:
         temps = dict.fromkeys(float(t) for t in (temperatures or srnet.temperatures or [1.0]))  # unique, in order

@@ -14,8 +14,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 from torch.nn import functional as F
 
-from adflow_plugin.archs.flow_layers import (AffineScale, Condition, FlowStep, LatentPrior, Split, squeeze2d,
-                                             unsqueeze2d)
+from adflow_plugin.archs.flow_layers import (AffineScale, Condition, FlowStep, LatentPrior, Split, amp_dtype,
+                                             squeeze2d, unsqueeze2d)
 from adflow_plugin.archs.rrdb_embed_arch import RRDBEmbedNet, load_basicsr_rrdb, upsample_factors
 
 DEFAULT_LEVELS = {4: 3, 6: 4, 8: 4}
@@ -46,11 +46,12 @@ class LRCondition:
     the padding applied to the LR. Compute it once with :meth:`AdFlowNet.condition` and pass it to
     :meth:`AdFlowNet.encode` / :meth:`AdFlowNet.decode` to reuse it across samples."""
 
-    def __init__(self, levels, lr_size, pad, image=None):
+    def __init__(self, levels, lr_size, pad, image=None, dtype=torch.float32):
         self.levels = levels  # list[Condition], level 1 first
         self.lr_size = lr_size  # (h, w) before padding
         self.pad = pad  # (bottom, right) padding added to the LR
         self.image = image  # flow_depth 0: (g(x), log b(x)) at HR resolution
+        self.dtype = dtype  # of the flow's activations (the LR's; the features may be bfloat16 under amp)
 
 
 @ARCH_REGISTRY.register()
@@ -182,15 +183,31 @@ class AdFlowNet(nn.Module):
         return F.pad(x, (0, pad[1], 0, pad[0]), mode=mode)
 
     # ------------------------------------------------------------------ conditioning
-    def condition(self, lq):
-        """Embed the LR once: per-level features (and, for flow_depth 0, g(x) and log b(x))."""
+    def condition(self, lq, amp=None):
+        """Embed the LR once: per-level features (and, for flow_depth 0, g(x) and log b(x)).
+
+        Args:
+            lq (Tensor): (B, C, h, w) LR images.
+            amp (torch.dtype | str | None): Mixed precision ('bf16' or torch.bfloat16): the embedding, and
+                the coupling, injector and split-prior networks of every pass that uses this condition,
+                run under autocast; the flow's affine arithmetic, log-determinants and priors stay in the
+                LR's dtype. None: full precision.
+        """
+        amp = amp_dtype(amp)
         h, w = lq.shape[2:]
         pad = self._pad_amount(h, w)
         lq = self._pad(lq, pad)
         if self.image_space:
-            out = self.embed.image(lq)
+            with torch.autocast(lq.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                out = self.embed.image(lq)
+            out = out.to(lq.dtype)
             mean, logb = (out[:, :self.num_in_ch], out[:, self.num_in_ch:]) if self.predict_scale else (out, None)
-            return LRCondition([], (h, w), pad, image=(mean, logb))
+            return LRCondition([], (h, w), pad, image=(mean, logb), dtype=lq.dtype)
+        with torch.autocast(lq.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            return self._level_conditions(lq, (h, w), pad, amp)
+
+    def _level_conditions(self, lq, lr_size, pad, amp):
+        h, w = lr_size
         trunk, blocks = self.embed.trunk(lq)
         ups = self.embed.upsampled(trunk, len(self.embed.upsample), activated=self.cond_upsample_act)
         cum = [math.prod(self.embed.upsample[:i + 1]) for i in range(len(ups))]
@@ -212,8 +229,8 @@ class AdFlowNet(nn.Module):
             if blocks is not None:
                 feats.append(blocks if blocks.shape[2:] == size else F.interpolate(blocks, size=size,
                                                                                    mode=self.cond_resize))
-            levels.append(Condition(torch.cat(feats, dim=1)))
-        return LRCondition(levels, (h, w), pad)
+            levels.append(Condition(torch.cat(feats, dim=1), amp))
+        return LRCondition(levels, (h, w), pad, dtype=lq.dtype)
 
     # ------------------------------------------------------------------ flow
     def encode(self, gt, lq=None, cond=None):
@@ -300,7 +317,7 @@ class AdFlowNet(nn.Module):
         def draw(i):
             if latents is not None:
                 return latents[i]
-            return self.prior.sample_eps(shapes[i], temperature, generator, ref.device, ref.dtype)
+            return self.prior.sample_eps(shapes[i], temperature, generator, ref.device, cond.dtype)
 
         if self.image_space:
             mean, logb = cond.image
@@ -321,14 +338,14 @@ class AdFlowNet(nn.Module):
         h, w = cond.lr_size
         return x[:, :, :h * self.scale, :w * self.scale]
 
-    def forward(self, lq, gt=None, sample=False, temperature=1.0, generator=None, seed=None):
+    def forward(self, lq, gt=None, sample=False, temperature=1.0, generator=None, seed=None, amp=None):
         """What one training or test step needs, in one call (DistributedDataParallel sees one forward).
 
         Returns a dict with the :meth:`encode` outputs when ``gt`` is given, and ``sr`` (a sample at
         ``temperature``) when ``sample`` is set or no ``gt`` is given. The embedding and the injectors'
-        parameters are computed once and shared by both directions.
+        parameters are computed once and shared by both directions. ``amp``: see :meth:`condition`.
         """
-        cond = self.condition(lq)
+        cond = self.condition(lq, amp)
         out = {}
         if gt is not None:
             out.update(self.encode(gt, cond=cond))

@@ -5,6 +5,8 @@ Jacobian computed by autograd on a tiny input, in float64.
 """
 import torch
 
+from adflow_plugin.archs.flow_layers import Condition
+
 
 def _flat(t):
     return t.reshape(t.shape[0], -1)
@@ -48,12 +50,13 @@ def _report(roundtrip, logdet, ref, inverse_err):
                 logdet_rel_err=abs_err / max(abs(ref), 1.0), logdet_inverse_err=inverse_err)
 
 
-def check_network(net, lq, gt):
+def check_network(net, lq, gt, amp=None):
     """The whole flow: y -> all latents, against the sum of the layers' log-dets (batch of one).
 
-    The Jacobian is over the HR pixels with the LR fixed; the condition is computed once.
+    The Jacobian is over the HR pixels with the LR fixed; the condition is computed once (with ``amp``,
+    see ``AdFlowNet.condition``).
     """
-    cond = net.condition(lq)
+    cond = net.condition(lq, amp=amp)
     with torch.no_grad():
         enc = net.encode(gt, cond=cond)
         rec = net.decode(latents=enc['latents'], cond=cond)
@@ -66,21 +69,22 @@ def check_network(net, lq, gt):
     return _report((rec - gt).abs().max().item(), enc['logdet'][0].item(), ref.item(), 0.0)
 
 
-def check_levels(net, lq, size=2, generator=None):
+def check_levels(net, lq, size=2, generator=None, amp=None):
     """Each flow level (its transition and flow steps) on a ``size`` x ``size`` input with the network's
     own conditioning for ``lq`` cropped to that window; for networks too large for :func:`check_network`.
 
     Returns:
         list[dict]: one :func:`check_layer`-style report per level.
     """
-    cond = net.condition(lq)
+    cond = net.condition(lq, amp=amp)
     reports = []
     for level, lc in zip(net.levels, cond.levels):
         layers = level.layers()
         channels = layers[0].actnorm.bias.shape[1]
-        feats = lc.features[:1, :, :size, :size]
-        dtype = feats.dtype
-        x = torch.randn(1, channels, feats.shape[2], feats.shape[3], generator=generator, dtype=dtype)
+        window = lc.features[:1, :, :size, :size]
+        x = torch.randn(1, channels, window.shape[2], window.shape[3], generator=generator, dtype=lq.dtype)
+        # with amp the layers' networks read the window under autocast, as in the full flow
+        feats = window if amp is None else Condition(window, amp)
 
         def run(v, reverse, layers=layers, feats=feats):
             total = v.new_zeros(v.shape[0])

@@ -23,6 +23,10 @@ def register(subparsers):
     p.add_argument('--allow-untrained', action='store_true',
                    help='when path.pretrain_network_g does not exist, check the untrained network (exit 0 if it '
                    'passes) instead of stopping with an error')
+    p.add_argument('--amp', choices=['none', 'bf16'], default=None,
+                   help='bf16: check with the embedding and the flow\'s networks under bfloat16 autocast, as '
+                   'train.amp / val.amp / infer --amp run them (log-det check then in float32; default: the '
+                   'options\' val.amp, else off)')
     p.set_defaults(func=run)
 
 
@@ -34,7 +38,7 @@ def run(args):
     from adflow_plugin.flowcheck import FlowCheckError, format_report, load_options, run_flowcheck
     try:
         report = run_flowcheck(load_options(args.opt), args.hr_size, args.scale, args.temperature, args.seed,
-                               allow_untrained=args.allow_untrained)
+                               allow_untrained=args.allow_untrained, amp=args.amp)
     except FlowCheckError as e:
         raise CLIError(str(e)) from None
     print(format_report(report), flush=True)

@@ -73,6 +73,9 @@ def register(subparsers):
                    help='how overlapping tiles are combined (default auto: center for deterministic outputs, '
                    'ramp for samples at temperature > 0)')
     p.add_argument('--device', default='auto', help='auto (CUDA when available), cpu, cuda, cuda:1, ...')
+    p.add_argument('--amp', choices=['none', 'bf16'], default='none',
+                   help='bf16: bfloat16 mixed precision for the embedding and the flow\'s networks (the flow\'s '
+                   'affine arithmetic stays float32), or for the whole of ESRGAN; faster on GPUs (default none)')
     p.add_argument('--force', action='store_true', help='overwrite existing output files')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=run_infer)
@@ -86,7 +89,7 @@ def run_infer(args):
         result = infer(args.input, args.output, args.model, arch=args.arch, scale=args.scale,
                        temperatures=args.temperature, samples=args.samples, seed=args.seed, tile=args.tile,
                        overlap=args.tile_overlap, blend=args.tile_blend, force=args.force, device=args.device,
-                       show_progress=not args.no_progress)
+                       show_progress=not args.no_progress, amp=args.amp)
     except InferError as e:
         raise CLIError(str(e)) from None
     except KeyboardInterrupt:

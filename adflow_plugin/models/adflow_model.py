@@ -17,7 +17,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from adflow_plugin import resume
-from adflow_plugin.archs.flow_layers import ActNorm
+from adflow_plugin.archs.flow_layers import ActNorm, amp_dtype
 from adflow_plugin.utils import as_list
 
 
@@ -40,11 +40,15 @@ class AdFlowModel(SRModel):
         fix_encoder_iters: keep the RRDB embedding fixed for this many iterations. Default: 0.
         grad_clip_norm: clip gradients (generator and discriminator) to this norm. Default: off.
         max_consecutive_skips: stop after this many consecutive skipped (non-finite) steps. Default: 100.
+        amp: 'bf16' runs the RRDB embedding and the coupling, injector and split-prior networks under
+            bfloat16 autocast; the flow's affine arithmetic, log-determinants, priors and the NLL stay
+            float32 (``AdFlowNet.condition``). Default: off.
     ``val``:
         temperature: one value or a list; metrics are named ``<metric>_t<T>`` when there are several.
         num_samples: samples per image (metrics see them as ``samples``; PSNR etc. use the first).
         seed: base seed of the validation samples (the same images get the same latents every time).
         best_metric: keep ``net_g_best.pth`` for the best value of this metric (its ``better`` option).
+        amp: as ``train.amp``, for validation and ``basicsr test`` sampling. Default: off.
     """
 
     def __init__(self, opt):
@@ -56,6 +60,8 @@ class AdFlowModel(SRModel):
                              'adflow_plugin.train -opt FILE --launcher pytorch (or set num_gpu: 1)')
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        self.train_amp = amp_dtype((opt.get('train') or {}).get('amp'), 'train.amp')
+        self.val_amp = amp_dtype((opt.get('val') or {}).get('amp'), 'val.amp')
         super().__init__(opt)
 
     # ------------------------------------------------------------------ set-up
@@ -212,7 +218,7 @@ class AdFlowModel(SRModel):
         gt_in = self.cri_nll.dequantize(self.gt) if self.cri_nll else self.gt
         need_sample = gan_stage or self.cri_pix is not None or self.cri_perceptual is not None
         # one generator call: NLL of the HR and (if needed) a sample f^-1(z; x), DDP-safe
-        out = self.net_g(self.lq, gt_in, sample=need_sample, temperature=self.train_temperature)
+        out = self.net_g(self.lq, gt_in, sample=need_sample, temperature=self.train_temperature, amp=self.train_amp)
         self.output = out.get('sr')
 
         l_g_total = 0
@@ -293,12 +299,17 @@ class AdFlowModel(SRModel):
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
 
     @torch.no_grad()
-    def sample(self, lq, temperature, num_samples=1, seed=None):
-        """``num_samples`` SR samples of ``lq`` at ``temperature`` (the embedding computed once)."""
+    def sample(self, lq, temperature, num_samples=1, seed=None, cond=None):
+        """``num_samples`` SR samples of ``lq`` at ``temperature`` (the embedding computed once).
+
+        ``cond``: the test network's ``condition(lq)`` to reuse (e.g. across temperatures); computed here
+        (with ``val.amp``) if not given.
+        """
         net = self._test_net()
         was_training = net.training
         net.eval()
-        cond = net.condition(lq)
+        if cond is None:
+            cond = net.condition(lq, amp=self.val_amp)
         outs = [net.decode(temperature=temperature, cond=cond, seed=None if seed is None else seed + i)
                 for i in range(num_samples)]
         net.train(was_training)
@@ -345,8 +356,10 @@ class AdFlowModel(SRModel):
             self.feed_data(val_data)
             lq_img = tensor2img([self.lq.detach().cpu()])
             gt_img = tensor2img([self.gt.detach().cpu()]) if hasattr(self, 'gt') else None
+            with torch.no_grad():  # the embedding once per image, for every temperature and sample
+                cond = self._test_net().condition(self.lq, amp=self.val_amp)
             for t in temperatures:
-                srs = self.sample(self.lq, t, num_samples, seed=base_seed + 1000 * idx)
+                srs = self.sample(self.lq, t, num_samples, seed=base_seed + 1000 * idx, cond=cond)
                 sr_imgs = [tensor2img([s.detach().cpu()]) for s in srs]
                 self.output = srs[0]
                 if save_img:

@@ -43,3 +43,26 @@ def test_flowcheck_refuses_a_non_flow_generator(cli, tmp_path):
     proc = cli(['flowcheck', '-opt', os.path.join(OPTIONS, 'train_ESRGAN_x4.yml')], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and 'needs network_g.type: AdFlowNet' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_flowcheck_amp_bf16_on_trained_weights(cli, tmp_path):
+    """--amp bf16 on weights whose flow networks are not zero: the round trip and the log-det still pass."""
+    from basicsr.archs import build_network
+    torch.manual_seed(0)
+    net = build_network(dict(TINY_G, scale=4))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    ckpt = tmp_path / 'net.pth'
+    torch.save({'params': net.state_dict()}, ckpt)
+    opt = {'name': 'amp', 'network_g': dict(TINY_G, scale=4), 'path': {'pretrain_network_g': str(ckpt)}}
+    path = tmp_path / 'amp.yml'
+    path.write_text(yaml.safe_dump(opt))
+    proc = cli(['flowcheck', '-opt', path, '--hr-size', '32', '--amp', 'bf16'], cwd=tmp_path)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report['ok'] and report['amp'] == 'bf16' and 'float32 under bfloat16 autocast' in report['logdet_check']
+    assert report['roundtrip_max_abs_err'] < 1e-4 and report['logdet_max_rel_err'] < 1e-3
+    from adflow_plugin.flowcheck import load_options, run_flowcheck
+    nll32 = run_flowcheck(load_options(path), hr_size=32)['nll_bits_per_dim']  # in process, float32
+    assert report['nll_bits_per_dim'] != nll32 and abs(report['nll_bits_per_dim'] - nll32) < 0.01 * abs(nll32)

@@ -300,3 +300,20 @@ def test_tiled_cli_keeps_formats(models, images, tmp_path):
     assert read(tmp_path / 'gray16_x4_t0_s0.png').dtype == np.uint16
     assert read(tmp_path / 'rgba_x4_t0_s0.png').shape == (48, 40, 4)
     assert read(tmp_path / 'odd_x4_t0_s0.png').shape == (52, 76, 3)
+
+
+def test_amp_bf16_sample_matches_float32(models, images, tmp_path):
+    """--amp bf16 (in process through main): the same sample as float32 up to bfloat16's rounding of the
+    networks; a flow and ESRGAN."""
+    outs = {}
+    for model in ('options', 'esrgan_ckpt'):
+        for amp in ('none', 'bf16'):
+            folder = tmp_path / f'{model}_{amp}'
+            assert main(['infer', '--model', models[model], '--input', osp.join(images['folder'], 'odd.png'),
+                         '--output', str(folder), '-t', '0.5', '--amp', amp, '--no-progress']) == 0
+            (name, ) = os.listdir(folder)
+            outs[model, amp] = read(folder / name).astype(int)
+        diff = np.abs(outs[model, 'bf16'] - outs[model, 'none'])
+        assert diff.max() <= 8 and diff.mean() < 1, (model, diff.max(), diff.mean())
+        if model == 'options':  # the flow's networks did run in bfloat16 (the tiny ESRGAN may round alike)
+            assert diff.max() > 0
