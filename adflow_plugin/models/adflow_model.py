@@ -170,7 +170,7 @@ class AdFlowModel(SRModel):
         if self.net_d is not None:
             snapshot['d'] = {k: v.clone() for k, v in self.get_bare_model(self.net_d).named_buffers()}
         for name, module in self.get_bare_model(self.net_g).named_modules():
-            if isinstance(module, ActNorm) and not module.initialized:
+            if isinstance(module, ActNorm) and not module.is_initialized:  # its Python mirror: no GPU sync
                 snapshot['actnorm'][name] = {k: v.clone() for k, v in module.state_dict().items()}
         return snapshot
 
