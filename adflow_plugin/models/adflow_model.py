@@ -148,19 +148,20 @@ class AdFlowModel(SRModel):
             ema_module.is_initialized = module.is_initialized
 
     # ------------------------------------------------------------------ training step
-    def _all_ranks_ok(self, ok):
-        """True only if ``ok`` holds on every process (so all skip a step together under DDP)."""
-        flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+    def _all_ranks_finite(self, *tensors):
+        """True only if every tensor is finite on every process (so all skip a step together under DDP).
+        The flags are combined on the device: one host read (and one all_reduce) per decision."""
+        flag = torch.stack([torch.isfinite(t).all() for t in tensors]).all().float().reshape(1)
         if self.opt['dist'] and dist.is_initialized():
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() > 0)
 
-    def _finite_grads(self, params):
-        """Clip (if asked) and check the gradient norm; returns (ok, norm)."""
+    def _grad_norm(self, params):
+        """Clip (if asked) and return the gradient norm, a tensor (a non-finite one means: skip)."""
         params = [p for p in params if p.grad is not None]
         max_norm = self.grad_clip_norm if self.grad_clip_norm else float('inf')
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
-        return bool(torch.isfinite(norm)), float(norm)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros((), device=self.device)
+        return norm.detach()
 
     def _step_snapshot(self):
         """What a step changes besides parameters and optimizer states, for :meth:`_skip_step` to put back: the
@@ -238,8 +239,7 @@ class AdFlowModel(SRModel):
                         l_g_total = l_g_total + value
                         loss_dict[name] = value.detach()
 
-        sample_ok = self.output is None or bool(torch.isfinite(self.output).all())
-        if not self._all_ranks_ok(sample_ok and bool(torch.isfinite(l_g_total))):
+        if not self._all_ranks_finite(l_g_total, *([] if self.output is None else [self.output])):
             # nothing reaches the discriminator (its BatchNorm statistics stay clean) or the weights
             return self._skip_step(snapshot, 'a non-finite NLL or sample', current_iter, loss_dict)
 
@@ -254,9 +254,9 @@ class AdFlowModel(SRModel):
 
         l_g_total.backward()
         self._freeze_encoder_grads(current_iter)
-        ok, norm = self._finite_grads(self.net_g.parameters())
-        loss_dict['grad_norm_g'] = torch.tensor(norm, device=self.device)  # stacked with the losses under DDP
-        if not self._all_ranks_ok(ok and bool(torch.isfinite(l_g_total))):
+        norm = self._grad_norm(self.net_g.parameters())
+        loss_dict['grad_norm_g'] = norm  # stacked with the losses under DDP
+        if not self._all_ranks_finite(norm, l_g_total):
             return self._skip_step(snapshot, 'a non-finite generator loss or gradient', current_iter, loss_dict)
         if gan_stage and not self._optimize_d(current_iter, loss_dict):
             return self._skip_step(snapshot, 'a non-finite discriminator loss or gradient', current_iter, loss_dict)
@@ -287,12 +287,12 @@ class AdFlowModel(SRModel):
         fake_d_pred = self.net_d(fake)
         l_d_fake = self.cri_gan(fake_d_pred - torch.mean(real_d_pred.detach()), False, is_disc=True) * 0.5
         l_d_fake.backward()
-        ok, _ = self._finite_grads(self.net_d.parameters())
+        norm = self._grad_norm(self.net_d.parameters())
         loss_dict['l_d_real'] = l_d_real.detach()
         loss_dict['l_d_fake'] = l_d_fake.detach()
         loss_dict['out_d_real'] = torch.mean(real_d_pred.detach())
         loss_dict['out_d_fake'] = torch.mean(fake_d_pred.detach())
-        return self._all_ranks_ok(ok and bool(torch.isfinite(l_d_real + l_d_fake)))
+        return self._all_ranks_finite(norm, l_d_real + l_d_fake)
 
     # ------------------------------------------------------------------ inference
     def _test_net(self):

@@ -19,6 +19,20 @@ TENSOR_READS = ('item', 'tolist', 'numpy', '__bool__', '__float__', '__int__', '
 TORCH_READS = ('nonzero', 'masked_select', 'unique', 'unique_consecutive', 'argwhere', 'is_nonzero')
 
 
+_PAUSED = []
+
+
+@contextlib.contextmanager
+def not_counted():
+    """Reads inside are not counted (torch's Adam reads its step counters, which live on the CPU even when
+    training on a GPU: no device sync)."""
+    _PAUSED.append(True)
+    try:
+        yield
+    finally:
+        _PAUSED.pop()
+
+
 @contextlib.contextmanager
 def count_host_reads():
     """Counts (per name) calls of torch's tensor-to-host conversions and data-dependent-shape operations."""
@@ -29,7 +43,7 @@ def count_host_reads():
         original = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
-            if name in ('any', 'all'):  # reductions stay on the device; only their conversion would sync
+            if name in ('any', 'all') or _PAUSED:  # any/all stay on the device; only their conversion syncs
                 return original(*args, **kwargs)
             calls[name] = calls.get(name, 0) + 1
             return original(*args, **kwargs)
@@ -107,3 +121,30 @@ def test_ema_update_reads_nothing_on_the_host(demo_data, tmp_path):
         if isinstance(m, ActNorm):
             assert ema_norms[name].is_initialized and bool(ema_norms[name].initialized), name
             torch.testing.assert_close(ema_norms[name].bias, m.bias)  # copied whole at initialisation
+
+
+def test_stage2_training_step_reads_the_host_only_to_decide_skips_and_log(demo_data, tmp_path):
+    """A whole AdFlowModel step (NLL + GAN, discriminator, EMA): one host read per skip decision (sample and
+    loss; generator gradients; discriminator gradients) and BasicSR's logging (one ``.item()`` per logged
+    value in ``reduce_loss_dict``); nothing else, whatever the number of ActNorm layers. (Adam's own reads
+    of its step counters are left out: torch keeps them on the CPU unless ``capturable``.)"""
+    torch.manual_seed(0)
+    model = in_process_model(tiny_flow_options(demo_data, 'step_syncs', stage=2, val=False), tmp_path)
+    gt = torch.rand(2, 3, 32, 32)
+    model.feed_data({'lq': torch.nn.functional.avg_pool2d(gt, 4), 'gt': gt})
+    model.optimize_parameters(1)  # ActNorm initialisation
+    with count_host_reads() as calls:
+        model._step_snapshot()
+    assert calls == {}, calls
+    def uncounted(fn):
+        def run(*args, **kwargs):
+            with not_counted():
+                return fn(*args, **kwargs)
+        return run
+
+    for optimizer in (model.optimizer_g, model.optimizer_d):  # Adam's step counters: CPU tensors, no sync
+        optimizer.step = uncounted(optimizer.step)
+    with count_host_reads() as calls:
+        model.optimize_parameters(2)
+    assert model.skipped_steps == 0
+    assert calls == {'item': 3 + len(model.log_dict)}, (calls, list(model.log_dict))
