@@ -173,7 +173,8 @@ def worker(name, args):
         if fn is None:
             result[key] = None
             continue
-        timed(fn, args.warmup, device)
+        if args.warmup:
+            timed(fn, args.warmup, device)
         best, mean, median = timed(fn, args.steps, device)
         result[key] = best
         result[key.replace('_s', '_mean_s')] = mean
@@ -214,7 +215,7 @@ def median_result(runs):
     """Per key, the median over repeated runs of one configuration (numbers only)."""
     merged = dict(runs[0])
     for key, value in runs[0].items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float):  # times and memory; counts stay as they are
             values = [r[key] for r in runs if r.get(key) is not None]
             merged[key] = statistics.median(values) if values else None
     merged['repeats'] = len(runs)
@@ -224,6 +225,24 @@ def median_result(runs):
             if values:
                 merged[key.replace('_s', '_runs_s')] = values
     return merged
+
+
+def per_round_ratios(runs, side, configs):
+    """Median over rounds of each round's time ratio to the SRFlow-equivalent configuration (and of random
+    rotation to learned 1x1): the two ran a minute apart, so a machine whose load drifts over the whole
+    benchmark biases these less than the ratio of the medians."""
+    out = {}
+    for name in configs:
+        for key in TIME_KEYS:
+            for ref_name, label in (('srflow', 'ratio_to_srflow'), ('adflow_learned_1x1', 'ratio_to_learned_1x1')):
+                if label == 'ratio_to_learned_1x1' and name != 'adflow':
+                    continue
+                pairs = zip(runs.get((side, name), []), runs.get((side, ref_name), []))
+                values = [a[key] / b[key] for a, b in pairs if 'error' not in a and 'error' not in b and a.get(key)
+                          and b.get(key)]
+                if values:
+                    out.setdefault(name, {})[key.replace('_s', f'_{label}_per_round')] = statistics.median(values)
+    return out
 
 
 def add_ratios(results):
@@ -294,10 +313,25 @@ def main():
             good = [r for r in runs[side, name] if 'error' not in r]
             results.append(median_result(good) if good else runs[side, name][-1])
         add_ratios(results)
+        if args.repeats > 1:
+            rounds = per_round_ratios(runs, side, args.configs)
+            for r in results:
+                r.update(rounds.get(r['config'], {}))
         tables[side] = results
         print_table(f'{side} ({dict(sides)[side]}): {args.scale}x, HR {args.hr_size}, batch {args.batch}, device '
                     f'{args.device}, best of {args.steps} per run, median of {args.repeats} run(s)', results)
     print('/SR: time as a fraction of the SRFlow-equivalent configuration\'s (the paper: AdFlow at most 0.4)')
+    if args.repeats > 1:
+        print('median over rounds of the per-round ratios (NLL, GAN, sample):')
+        for side, results in tables.items():
+            for r in results:
+                values = [r.get(f'{k.replace("_s", "")}_ratio_to_srflow_per_round') for k in TIME_KEYS]
+                extra = [r.get(f'{k.replace("_s", "")}_ratio_to_learned_1x1_per_round') for k in TIME_KEYS]
+                if any(v is not None for v in values):
+                    line = ' '.join('-' if v is None else f'{v:.2f}' for v in values)
+                    if any(v is not None for v in extra):
+                        line += '; random / learned 1x1: ' + ' '.join('-' if v is None else f'{v:.2f}' for v in extra)
+                    print(f'  {side:<9}{r["config"]:<20}/SR {line}')
     failed = [r['config'] for r in tables['current'] if 'error' in r]  # a baseline may lack an option (bf16)
     if args.json:
         with open(args.json, 'w') as f:
