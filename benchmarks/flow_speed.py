@@ -78,7 +78,8 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS of the process so far
 
 
-def worker(name, args):
+def build(name, args):
+    """The timed closures of one configuration: (result dict, [(fn or None, key)], sample_n)."""
     import torch
 
     import adflow_plugin  # noqa: F401
@@ -166,9 +167,17 @@ def worker(name, args):
     result['params_g'] = sum(p.numel() for p in g.parameters())
     sample_hr = args.sample_hr or args.hr_size
     sample_lr = torch.rand(1, 3, sample_hr // args.scale, sample_hr // args.scale, device=device)
+    result['sample_hr'] = sample_hr
+    plan = [(step_l1, 'step_l1_s'), (step_nll, 'step_nll_s'), (step_gan, 'step_gan_s'), (infer, 'infer_s')]
+    return result, plan, sample_n
+
+
+def worker(name, args):
+    import torch
+    device = args.device
+    result, plan, sample_n = build(name, args)
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
-    plan = [(step_l1, 'step_l1_s'), (step_nll, 'step_nll_s'), (step_gan, 'step_gan_s'), (infer, 'infer_s')]
     for fn, key in plan:
         if fn is None:
             result[key] = None
@@ -188,9 +197,37 @@ def worker(name, args):
             torch.cuda.reset_peak_memory_stats()
         timed(sample_n, 1, device)
         best, mean, median = timed(sample_n, max(1, args.steps // 3), device)
-        result.update(samples=args.samples, sample_hr=sample_hr, sample_n_s=best, sample_n_median_s=median,
+        result.update(samples=args.samples, sample_n_s=best, sample_n_median_s=median,
                       peak_mem_sample_mb=peak_memory_mb(device))
     print(json.dumps(result), flush=True)
+
+
+def interleaved(args):
+    """All configurations in this one process, their steps taken in turn (config A's NLL step, B's, ...,
+    then A's GAN step, ...), ``--steps`` rounds: on a machine whose load changes from minute to minute every
+    configuration sees the same load, so the ratios are far steadier than across processes. Peak memory is
+    not per configuration here."""
+    built = {name: build(name, args) for name in args.configs}
+    times = {(name, key): [] for name in args.configs for key in ('step_l1_s', ) + TIME_KEYS}
+    for _ in range(args.warmup + args.steps):
+        for key in ('step_l1_s', ) + TIME_KEYS:
+            for name, (_, plan, _) in built.items():
+                fn = dict((k, f) for f, k in plan)[key]
+                if fn is not None:
+                    start = time.perf_counter()
+                    fn()
+                    sync(args.device)
+                    times[name, key].append(time.perf_counter() - start)
+    results = []
+    for name, (result, _, _) in built.items():
+        for key in ('step_l1_s', ) + TIME_KEYS:
+            values = times[name, key][args.warmup:]
+            result[key] = statistics.median(values) if values else None
+            if values:
+                result[key.replace('_s', '_runs_s')] = values
+        result['peak_mem_mb'] = None
+        results.append(result)
+    return results
 
 
 TIME_KEYS = ('step_nll_s', 'step_gan_s', 'infer_s')
@@ -294,12 +331,29 @@ def main():
                         help='another checkout whose adflow_plugin is timed side by side (alternating processes)')
     parser.add_argument('--repeats', type=int, default=1, help='rounds over all configurations; medians are shown')
     parser.add_argument('--timeout', type=float, default=None, help='seconds per configuration process')
+    parser.add_argument('--interleaved', action='store_true',
+                        help='all configurations in one process, steps taken in turn, medians (steadier ratios on a '
+                        'loaded machine; no per-configuration memory; no --baseline)')
     parser.add_argument('--json', default=None, help='write the results here')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args)
 
+    if args.interleaved:
+        results = interleaved(args)
+        add_ratios(results)
+        print_table(f'{args.scale}x, HR {args.hr_size}, batch {args.batch}, device {args.device}, one process, '
+                    f'median of {args.steps} interleaved rounds', results)
+        print('/SR: time as a fraction of the SRFlow-equivalent configuration\'s (the paper: AdFlow at most 0.4)')
+        adflow = next((r for r in results if r['config'] == 'adflow'), {})
+        if adflow.get('step_nll_ratio_random_to_learned_1x1'):
+            print('random rotation / learned 1x1 (AdFlow): ' + ' '.join(
+                f'{adflow[k.replace("_s", "_ratio_random_to_learned_1x1")]:.2f}' for k in TIME_KEYS))
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump({'settings': vars(args), 'results': results}, f, indent=2)
+        return
     sides = [('current', REPO)] + ([('baseline', os.path.abspath(args.baseline))] if args.baseline else [])
     runs = {(side, name): [] for side, _ in sides for name in args.configs}
     for _ in range(args.repeats):
