@@ -22,8 +22,9 @@ Configurations, all at the same HR patch and batch:
 A flow training step is the NLL forward + backward + Adam step (BaseFlow); ``step_gan_s`` adds the
 sample, the discriminator and its update (AdFlow stage 2). Inference is one sample (flows) or one
 forward (ESRGAN); ``--samples N --sample-hr S`` also times N samples of one S x S HR image (the
-embedding computed once, as ``basicsr test`` and ``infer`` do). Each configuration runs in its own process, so the peak resident memory (CPU) or the
-peak allocated CUDA memory belongs to it alone. The paper reports AdFlow 2.5x faster than SRFlow and
+embedding computed once, as ``basicsr test`` and ``infer`` do). Each configuration runs in its own
+process, so the peak resident memory (CPU) or the peak allocated CUDA memory belongs to it alone
+(``--interleaved``: all in one process, for steadier ratios on a loaded machine). The paper reports AdFlow 2.5x faster than SRFlow and
 random rotations 37% faster to train than learned 1x1: this prints what it measures.
 """
 import argparse
