@@ -243,7 +243,7 @@ def run_worker(name, args, tree):
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        return {'config': name, 'error': f'timed out after {args.timeout} s'}
+        return {'config': name, 'error': f'timed out after {args.timeout:.0f} s'}
     if out.returncode != 0:
         return {'config': name, 'error': out.stderr[-3000:]}
     return json.loads(out.stdout.strip().splitlines()[-1])

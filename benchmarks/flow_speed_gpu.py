@@ -88,6 +88,8 @@ def main():
     parser.add_argument('--samples', type=int, default=10)
     parser.add_argument('--sample-hr', type=int, default=480)
     parser.add_argument('--timeout', type=float, default=150, help='seconds per configuration process')
+    parser.add_argument('--budget', type=float, default=450,
+                        help='seconds for the whole run: configurations that would start later are skipped')
     parser.add_argument('--json', default='flow_speed_gpu.json')
     args = parser.parse_args()
     if args.quick:
@@ -99,11 +101,17 @@ def main():
     report = dict(settings=vars(args), device=info, results={})
     for scale in args.scales:
         size = dict(batch=1, hr_size=32) if args.quick else PAPER[scale]
-        wargs = SimpleNamespace(scale=scale, device=args.device, steps=args.steps, warmup=args.warmup,
-                                samples=args.samples, sample_hr=args.sample_hr, timeout=args.timeout, **size)
         results = []
         for name in args.configs:
             t0 = time.time()
+            left = args.budget - (t0 - start)
+            if left < 20 and not args.quick:
+                results.append({'config': name, 'error': f'skipped: the {args.budget:.0f} s budget is spent'})
+                print(f'  {scale}x {name}: skipped (budget)', flush=True)
+                continue
+            wargs = SimpleNamespace(scale=scale, device=args.device, steps=args.steps, warmup=args.warmup,
+                                    samples=args.samples, sample_hr=args.sample_hr,
+                                    timeout=args.timeout if args.quick else min(args.timeout, left), **size)
             r = summarise(run_worker(name, wargs, REPO))
             r['process_s'] = time.time() - t0
             results.append(r)
