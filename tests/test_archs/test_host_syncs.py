@@ -15,7 +15,7 @@ from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 from tests.conftest import in_process_model, tiny_flow_options
 
 TENSOR_READS = ('item', 'tolist', 'numpy', '__bool__', '__float__', '__int__', '__index__', '__complex__', 'nonzero',
-                'masked_select', 'unique', 'any', 'all') + ()
+                'masked_select', 'unique')
 TORCH_READS = ('nonzero', 'masked_select', 'unique', 'unique_consecutive', 'argwhere', 'is_nonzero')
 
 
@@ -43,7 +43,7 @@ def count_host_reads():
         original = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
-            if name in ('any', 'all') or _PAUSED:  # any/all stay on the device; only their conversion syncs
+            if _PAUSED:
                 return original(*args, **kwargs)
             calls[name] = calls.get(name, 0) + 1
             return original(*args, **kwargs)
