@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from adflow_plugin import resume
 from adflow_plugin.archs.flow_layers import ActNorm, amp_dtype
+from adflow_plugin.models.discriminator_health import DeadDiscriminatorMonitor, discriminator_stats
 from adflow_plugin.utils import as_list
 
 
@@ -43,6 +44,17 @@ class AdFlowModel(SRModel):
         amp: 'bf16' runs the RRDB embedding and the coupling, injector and split-prior networks under
             bfloat16 autocast; the flow's affine arithmetic, log-determinants, priors and the NLL stay
             float32 (``AdFlowNet.condition``). Default: off.
+        real_noise: show the discriminator the dequantised HR (HR + the NLL's uniform noise) as its real
+            images instead of the clean HR, so that real and fake differ by more than that noise (samples
+            at T = 1 reproduce it). Default: false.
+        dead_d_patience: warn when the discriminator's outputs have not depended on its input for this
+            many consecutive logged steps (print_freq); 0 disables. Default: 5.
+        dead_d_std, dead_d_gap: the output spread and |real - fake gap| below which a logged step counts
+            as dead. Default: 1e-3, 1e-3.
+        stop_on_dead_d: stop the run (RuntimeError with the same message) instead of only warning.
+            Default: false.
+    Logged at print_freq in stage 2 (see discriminator_health): d_acc_real, d_acc_fake, d_gap, d_out_std,
+    and grad_norm_g_nll / grad_norm_g_gan, the gradient norms the two terms send to the generator.
     ``val``:
         temperature: one value or a list; metrics are named ``<metric>_t<T>`` when there are several.
         num_samples: samples per image (metrics see them as ``samples``; PSNR etc. use the first).
@@ -113,6 +125,11 @@ class AdFlowModel(SRModel):
         self.fix_encoder_iters = int(train_opt.get('fix_encoder_iters', 0))
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
         self.max_consecutive_skips = int(train_opt.get('max_consecutive_skips', 100))
+        self.real_noise = bool(train_opt.get('real_noise', False))
+        self.stop_on_dead_d = bool(train_opt.get('stop_on_dead_d', False))
+        self.dead_d_monitor = DeadDiscriminatorMonitor(train_opt.get('dead_d_patience', 5),
+                                                       train_opt.get('dead_d_std', 1e-3),
+                                                       train_opt.get('dead_d_gap', 1e-3))
 
         self.setup_optimizers()
         self.setup_schedulers()
@@ -243,14 +260,18 @@ class AdFlowModel(SRModel):
             # nothing reaches the discriminator (its BatchNorm statistics stay clean) or the weights
             return self._skip_step(snapshot, 'a non-finite NLL or sample', current_iter, loss_dict)
 
+        # the discriminator's real images: the clean HR, or the same dequantised HR the NLL saw
+        self.real_d = gt_in if gan_stage and self.real_noise else self.gt
         if update_g_gan:  # relativistic GAN loss, as ESRGAN
-            real_d_pred = self.net_d(self.gt).detach()
+            real_d_pred = self.net_d(self.real_d).detach()
             fake_g_pred = self.net_d(self.output)
             l_g_real = self.cri_gan(real_d_pred - torch.mean(fake_g_pred), False, is_disc=False)
             l_g_fake = self.cri_gan(fake_g_pred - torch.mean(real_d_pred), True, is_disc=False)
             l_g_gan = (l_g_real + l_g_fake) / 2
             l_g_total = l_g_total + l_g_gan
             loss_dict['l_g_gan'] = l_g_gan.detach()
+            if self._is_log_step(current_iter) and self.cri_nll:
+                self._term_grad_norms(loss_dict, l_nll, l_g_gan)
 
         l_g_total.backward()
         self._freeze_encoder_grads(current_iter)
@@ -272,6 +293,21 @@ class AdFlowModel(SRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
+    def _is_log_step(self, current_iter):
+        return current_iter % int(self.opt.get('logger', {}).get('print_freq', 100)) == 0
+
+    def _term_grad_norms(self, loss_dict, l_nll, l_g_gan):
+        """The gradient norms the NLL and the GAN term (each with its weight) send to the generator
+        (two extra backward passes, so only on logging steps)."""
+        params = [p for p in self.get_bare_model(self.net_g).parameters() if p.requires_grad]
+        for name, term in (('grad_norm_g_nll', l_nll), ('grad_norm_g_gan', l_g_gan)):
+            if not term.requires_grad:  # the term does not reach the generator at all
+                loss_dict[name] = torch.zeros((), device=self.device)
+                continue
+            grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+            sq = sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None)
+            loss_dict[name] = torch.tensor(sq**0.5, device=self.device)
+
     def _optimize_d(self, current_iter, loss_dict):
         """The discriminator's gradients; returns whether its loss and gradients are finite on every process
         (the caller then steps both optimizers, or skips the whole step)."""
@@ -281,7 +317,7 @@ class AdFlowModel(SRModel):
         fake = self.output.detach()
         # real and fake backwarded separately, as ESRGANModel (DDP + BatchNorm in-place issue)
         fake_d_pred = self.net_d(fake).detach()
-        real_d_pred = self.net_d(self.gt)
+        real_d_pred = self.net_d(self.real_d)
         l_d_real = self.cri_gan(real_d_pred - torch.mean(fake_d_pred), True, is_disc=True) * 0.5
         l_d_real.backward()
         fake_d_pred = self.net_d(fake)
@@ -292,7 +328,28 @@ class AdFlowModel(SRModel):
         loss_dict['l_d_fake'] = l_d_fake.detach()
         loss_dict['out_d_real'] = torch.mean(real_d_pred.detach())
         loss_dict['out_d_fake'] = torch.mean(fake_d_pred.detach())
+        if self._is_log_step(current_iter):  # host reads: only when BasicSR prints the log
+            stats = discriminator_stats(real_d_pred, fake_d_pred)  # before this step's update, as the losses
+            loss_dict.update(stats)
+            self._check_dead_d(stats, current_iter)
         return self._all_ranks_finite(norm, l_d_real + l_d_fake)
+
+    def _check_dead_d(self, stats, current_iter):
+        if self.dead_d_monitor.patience <= 0:
+            return
+        # dead only if dead on every process, so that all stop together under DDP
+        flag = torch.tensor([1.0 if self.dead_d_monitor.looks_dead(stats) else 0.0], device=self.device)
+        if self.opt['dist'] and dist.is_initialized():
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        dead = bool(flag.item() > 0)
+        message = self.dead_d_monitor.update(dead, stats, current_iter)
+        if message is None:
+            return
+        logger = get_root_logger()
+        if self.stop_on_dead_d:
+            logger.error(message)
+            raise RuntimeError(message)
+        logger.warning(message)
 
     # ------------------------------------------------------------------ inference
     def _test_net(self):
@@ -349,6 +406,7 @@ class AdFlowModel(SRModel):
                     record.setdefault(metric_name(n, t), dict(
                         better=better, val=float('-inf') if better == 'higher' else float('inf'), iter=-1))
         pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
+        d_outputs = {t: ([], []) for t in temperatures}  # the discriminator's view: (real, fake) per T
 
         count = 0
         for idx, val_data in enumerate(dataloader):
@@ -362,6 +420,8 @@ class AdFlowModel(SRModel):
                 srs = self.sample(self.lq, t, num_samples, seed=base_seed + 1000 * idx, cond=cond)
                 sr_imgs = [tensor2img([s.detach().cpu()]) for s in srs]
                 self.output = srs[0]
+                if hasattr(self, 'gt'):
+                    self._collect_d_outputs(d_outputs[t], self.gt, srs[0])
                 if save_img:
                     for k, sr_img in enumerate(sr_imgs):
                         imwrite(sr_img, self._image_path(img_name, dataset_name, t, k, num_samples, current_iter))
@@ -390,6 +450,45 @@ class AdFlowModel(SRModel):
                 self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
             self._save_best(dataset_name, current_iter)
+        self._log_d_validation(d_outputs, dataset_name, current_iter, tb_logger, multi_t)
+
+    # ------------------------------------------------------------------ discriminator in validation
+    @torch.no_grad()
+    def _collect_d_outputs(self, outputs, gt, sr):
+        """D (eval mode) on up to 2x2 central ``input_size`` tiles of the validation GT and of its sample."""
+        net_d = getattr(self, 'net_d', None)
+        size = getattr(self.get_bare_model(net_d), 'input_size', None) if net_d is not None else None
+        if size is None or gt.shape[2] < size or gt.shape[3] < size or sr.shape[2:] != gt.shape[2:]:
+            return
+        rows, cols = min(2, gt.shape[2] // size), min(2, gt.shape[3] // size)
+        top, left = (gt.shape[2] - rows * size) // 2, (gt.shape[3] - cols * size) // 2
+
+        def tiles(img):
+            return torch.cat([img[:, :, top + i * size:top + (i + 1) * size, left + j * size:left + (j + 1) * size]
+                              for i in range(rows) for j in range(cols)])
+
+        real = tiles(gt.to(self.device))
+        if self.real_noise and self.cri_nll is not None:
+            real = self.cri_nll.dequantize(real)
+        was_training = net_d.training
+        net_d.eval()
+        outputs[0].append(net_d(real).flatten().cpu())
+        outputs[1].append(net_d(tiles(sr.to(self.device))).flatten().cpu())
+        net_d.train(was_training)
+
+    def _log_d_validation(self, d_outputs, dataset_name, current_iter, tb_logger, multi_t):
+        """Log the discriminator's relativistic accuracy and gap on validation GT vs samples (eval mode)."""
+        for t, (real, fake) in d_outputs.items():
+            if not real:
+                continue
+            stats = discriminator_stats(torch.cat(real), torch.cat(fake))
+            tag = f'_{temperature_tag(t)}' if multi_t else ''
+            values = {f'{k}{tag}': float(v) for k, v in stats.items() if k != 'd_out_std'}
+            get_root_logger().info(f'Validation {dataset_name} discriminator (T={t:g}, {len(torch.cat(real))} '
+                                   'tiles each):' + ''.join(f'\t # {k}: {v:.4f}' for k, v in values.items()))
+            if tb_logger:
+                for k, v in values.items():
+                    tb_logger.add_scalar(f'metrics/{dataset_name}/{k}', v, current_iter)
 
     def _image_path(self, img_name, dataset_name, t, k, num_samples, current_iter):
         tag = temperature_tag(t) + (f'_s{k}' if num_samples > 1 else '')

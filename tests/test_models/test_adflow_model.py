@@ -51,6 +51,12 @@ def test_baseflow_then_adflow_through_cli(demo_data, cli, tmp_path):
     log2 = train_log(exp2)
     assert 'Loading AdFlowNet model from' in log2 and 'net_g_latest.pth' in log2
     assert len(log_values(log2, 'l_g_gan')) == 4 and len(log_values(log2, 'l_d_real')) == 4
+    # the discriminator's health numbers, in training and in validation (README: "Is the discriminator alive?")
+    for key in ('d_acc_real', 'd_acc_fake', 'd_gap', 'grad_norm_g_nll', 'grad_norm_g_gan'):
+        assert len(log_values(log2, key)) == 4, key
+    for t in ('0', '0.8'):
+        assert re.search(rf'discriminator \(T={t}, 8 tiles each\):\s+# d_acc_real_t{t}: [\d.]+\s+# d_acc_fake_t{t}: '
+                         rf'[\d.]+\s+# d_gap_t{t}: -?[\d.]+', log2), log2[-3000:]
     lr_psnr = [float(v) for v in re.findall(r'# lr_psnr_t0.8: ([\d.]+)', log2)]
     assert lr_psnr and 10 < lr_psnr[-1] <= 100
     for name in ('net_g_latest.pth', 'net_d_latest.pth', 'net_g_best.pth'):

@@ -1,0 +1,114 @@
+"""Stage 2's discriminator health numbers, the dead-discriminator warning and train.stop_on_dead_d."""
+import logging
+
+import pytest
+import torch
+from basicsr.data import build_dataset
+
+from adflow_plugin.models.discriminator_health import discriminator_accuracy, discriminator_stats
+from tests.conftest import in_process_model, tiny_flow_options
+
+
+class SampleIsInput(torch.nn.Module):
+    """The real generator, except that its sample is the HR it was given: a perfect generator, whose
+    fakes equal the discriminator's real images when ``train.real_noise`` shows D the same dequantised HR."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, lq, gt, **kwargs):
+        out = self.net(lq, gt, **kwargs)
+        out['sr'] = gt.clone()
+        return out
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def train_steps(model, opt, steps, seed=0):
+    """``steps`` training steps on the demo LMDB through BasicSR's PairedImageDataset; the logged dicts."""
+    ds = build_dataset(dict(opt['datasets']['train'], phase='train', scale=opt['scale']))
+    g = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=opt['datasets']['train']['batch_size_per_gpu'],
+                                         shuffle=True, generator=g)
+    logged, it = [], 0
+    while it < steps:
+        for data in loader:
+            it += 1
+            model.feed_data(data)
+            model.optimize_parameters(it)
+            if it % opt['logger']['print_freq'] == 0:
+                logged.append({k: float(v) for k, v in model.log_dict.items()})
+            if it == steps:
+                break
+    return logged
+
+
+def test_relativistic_accuracy_by_hand():
+    real, fake = torch.tensor([2.0, 0.5, -1.0, 1.0]), torch.tensor([0.0, 1.0, -2.0])
+    # mean fake = -1/3: reals above it: 2, 0.5, 1 -> 3/4; mean real = 5/8: fakes below it: 0, -2 -> 2/3
+    assert discriminator_accuracy(real, fake) == (0.75, pytest.approx(2 / 3))
+    stats = discriminator_stats(real, fake)
+    assert float(stats['d_gap']) == pytest.approx(0.625 + 1 / 3)
+    assert float(stats['d_out_std']) == pytest.approx(float(torch.cat([real, fake]).std()))
+
+
+def dead_d_model(demo_data, tmp_path, **train):
+    """A tiny stage 2 in which D cannot learn: a perfect generator (fake = the dequantised HR) and
+    train.real_noise (real = the same dequantised HR). D starts at the fixed point such training leads to,
+    a constant output (last layer zero; the issue's dead D had shrunk it to norm 0.027)."""
+    torch.manual_seed(0)
+    opt = tiny_flow_options(demo_data, 'dead_d', stage=2, total_iter=6, val=False, ema_decay=0, real_noise=True,
+                            dead_d_patience=3, **train)
+    opt['logger']['print_freq'] = 1
+    model = in_process_model(opt, tmp_path)
+    model.net_g = SampleIsInput(model.net_g)
+    torch.nn.init.zeros_(model.net_d.linear2.weight)
+    return model, opt
+
+
+def test_dead_discriminator_warns_once(demo_data, tmp_path):
+    model, opt = dead_d_model(demo_data, tmp_path)
+    records = Records()
+    logging.getLogger('basicsr').addHandler(records)
+    try:
+        logged = train_steps(model, opt, 6)
+    finally:
+        logging.getLogger('basicsr').removeHandler(records)
+    assert all(d['d_gap'] == 0 and d['d_acc_real'] == 0.5 for d in logged), logged
+    assert float(model.net_d.linear2.weight.abs().max()) == 0  # nothing to learn: it stayed dead
+    dead = [m for m in records.messages if 'discriminator is dead' in m]
+    assert len(dead) == 1 and '\n' not in dead[0], records.messages
+    assert dead[0].startswith('iter 3:') and 'stop_on_dead_d' in dead[0] and 'real_noise' in dead[0]
+
+
+def test_stop_on_dead_d_stops_the_run(demo_data, tmp_path):
+    model, opt = dead_d_model(demo_data, tmp_path, stop_on_dead_d=True)
+    with pytest.raises(RuntimeError, match='discriminator is dead'):
+        train_steps(model, opt, 6)
+
+
+def test_live_discriminator_beats_chance(demo_data, tmp_path):
+    # an untrained flow: its samples are clearly wrong, so a discriminator with the same (zeroed) last
+    # layer as above revives, separates them, and the warning stays silent
+    torch.manual_seed(0)
+    opt = tiny_flow_options(demo_data, 'live_d', stage=2, total_iter=12, val=False, dead_d_patience=3)
+    opt['logger']['print_freq'] = 3
+    model = in_process_model(opt, tmp_path)
+    torch.nn.init.zeros_(model.net_d.linear2.weight)
+    logged = train_steps(model, opt, 12)
+    assert len(logged) == 4
+    last = logged[-1]
+    assert last['d_acc_real'] > 0.5 and last['d_acc_fake'] > 0.5 and last['d_gap'] > 1e-2, logged
+    assert model.dead_d_monitor.dead_steps == 0
+    # the two terms' gradient norms, on logging steps: each term's own, bounded by the total's
+    for d in logged:
+        nll, gan, total = d['grad_norm_g_nll'], d['grad_norm_g_gan'], d['grad_norm_g']
+        assert gan > 0 and abs(nll - gan) * (1 - 1e-4) <= total <= (nll + gan) * (1 + 1e-4), d
