@@ -88,7 +88,7 @@ def test_dead_discriminator_warns_once(demo_data, tmp_path):
     # the sample does not depend on the generator: the GAN term sends it nothing, the NLL everything
     assert all(d['grad_norm_g_gan'] == 0 and d['grad_norm_g_nll'] == pytest.approx(d['grad_norm_g'], rel=1e-5)
                for d in logged), logged
-    assert float(model.net_d.linear2.weight.abs().max()) == 0  # nothing to learn: it stayed dead
+    assert float(model.net_d.linear2.weight.detach().abs().max()) == 0  # nothing to learn: it stayed dead
     dead = [m for m in records.messages if 'discriminator is dead' in m]
     assert len(dead) == 1 and '\n' not in dead[0], records.messages
     assert dead[0].startswith('iter 3:') and 'stop_on_dead_d' in dead[0] and 'real_noise' in dead[0]
