@@ -45,8 +45,9 @@ class AdFlowModel(SRModel):
             bfloat16 autocast; the flow's affine arithmetic, log-determinants, priors and the NLL stay
             float32 (``AdFlowNet.condition``). Default: off.
         real_noise: show the discriminator the dequantised HR (HR + the NLL's uniform noise) as its real
-            images instead of the clean HR, so that real and fake differ by more than that noise (samples
-            at T = 1 reproduce it). Default: false.
+            images instead of the clean HR. Samples at T = 1 reproduce that noise, and a discriminator left
+            to learn long enough tells clean from noisy (benchmarks/discriminator_noise.py), which would push
+            G to denoise its samples against the NLL. Default: true (false: the clean HR, as ESRGAN).
         dead_d_patience: warn when the discriminator's outputs have not depended on its input for this
             many consecutive logged steps (print_freq); 0 disables. Default: 5.
         dead_d_std, dead_d_gap: the output spread and |real - fake gap| below which a logged step counts
@@ -125,7 +126,7 @@ class AdFlowModel(SRModel):
         self.fix_encoder_iters = int(train_opt.get('fix_encoder_iters', 0))
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
         self.max_consecutive_skips = int(train_opt.get('max_consecutive_skips', 100))
-        self.real_noise = bool(train_opt.get('real_noise', False))
+        self.real_noise = bool(train_opt.get('real_noise', True))
         self.stop_on_dead_d = bool(train_opt.get('stop_on_dead_d', False))
         self.dead_d_monitor = DeadDiscriminatorMonitor(train_opt.get('dead_d_patience', 5),
                                                        train_opt.get('dead_d_std', 1e-3),
@@ -469,7 +470,10 @@ class AdFlowModel(SRModel):
 
         real = tiles(gt.to(self.device))
         if self.real_noise and self.cri_nll is not None:
-            real = self.cri_nll.dequantize(real)
+            # seeded, and without moving the training's random state
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else []):
+                torch.manual_seed(int(self.opt['val'].get('seed', 0)))
+                real = self.cri_nll.dequantize(real)
         was_training = net_d.training
         net_d.eval()
         outputs[0].append(net_d(real).flatten().cpu())

@@ -22,13 +22,14 @@ def softplus(x):  # -log(sigmoid(-x)): BCE-with-logits against label 0; softplus
 
 
 def fixed_discriminator(model, real, fake):
-    """Make the (real) discriminator answer ``real`` for the batch's HR and ``fake`` for anything else,
-    through a forward hook; its graph stays connected so both backward passes run."""
+    """Make the (real) discriminator answer ``real`` for the batch's real images (the HR, dequantised
+    under train.real_noise) and ``fake`` for anything else, through a forward hook; its graph stays
+    connected so both backward passes run."""
     real_t = torch.tensor(real).view(-1, 1)
     fake_t = torch.tensor(fake).view(-1, 1)
 
     def hook(module, inputs, out):
-        answer = real_t if torch.equal(inputs[0], model.gt) else fake_t
+        answer = real_t if torch.equal(inputs[0], model.real_d) else fake_t
         return out * 0 + answer
 
     return model.net_d.register_forward_hook(hook)
