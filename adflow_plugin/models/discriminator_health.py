@@ -83,6 +83,6 @@ class DeadDiscriminatorMonitor:
         self.warned = True
         return (f'iter {current_iter}: the discriminator is dead (its outputs have not depended on its input for '
                 f'{self.dead_steps} logged steps: std {std:.2e}, real-fake gap {gap:+.2e}), so the GAN term teaches '
-                'the generator nothing and stage 2 is only more NLL training; try a lower optim_d lr, '
-                'train.net_d_init_iters, train.real_noise: true, or a wider network_d (README: "Is the '
-                'discriminator alive?"; train.stop_on_dead_d: true stops the run here)')
+                'the generator nothing and stage 2 is only more NLL training; try a lower optim_d lr (1e-4 learned '
+                'where 1e-3 died), then a wider network_d or train.real_noise (README: "Is the discriminator '
+                'alive?"; train.stop_on_dead_d: true stops the run here)')

@@ -91,7 +91,7 @@ def test_dead_discriminator_warns_once(demo_data, tmp_path):
     assert float(model.net_d.linear2.weight.detach().abs().max()) == 0  # nothing to learn: it stayed dead
     dead = [m for m in records.messages if 'discriminator is dead' in m]
     assert len(dead) == 1 and '\n' not in dead[0], records.messages
-    assert dead[0].startswith('iter 3:') and 'stop_on_dead_d' in dead[0] and 'real_noise' in dead[0]
+    assert dead[0].startswith('iter 3:') and 'stop_on_dead_d' in dead[0] and 'optim_d lr' in dead[0]
 
 
 def test_stop_on_dead_d_stops_the_run(demo_data, tmp_path):
