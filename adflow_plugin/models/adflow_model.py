@@ -306,8 +306,8 @@ class AdFlowModel(SRModel):
                 loss_dict[name] = torch.zeros((), device=self.device)
                 continue
             grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
-            sq = sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None)
-            loss_dict[name] = torch.tensor(sq**0.5, device=self.device)
+            squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+            loss_dict[name] = torch.stack(squares).sum().sqrt()
 
     def _optimize_d(self, current_iter, loss_dict):
         """The discriminator's gradients; returns whether its loss and gradients are finite on every process
@@ -339,7 +339,7 @@ class AdFlowModel(SRModel):
         if self.dead_d_monitor.patience <= 0:
             return
         # dead only if dead on every process, so that all stop together under DDP
-        flag = torch.tensor([1.0 if self.dead_d_monitor.looks_dead(stats) else 0.0], device=self.device)
+        flag = self.dead_d_monitor.looks_dead(stats).float().reshape(1)  # one host read per logged step
         if self.opt['dist'] and dist.is_initialized():
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         dead = bool(flag.item() > 0)

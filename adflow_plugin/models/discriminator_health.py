@@ -31,13 +31,13 @@ def discriminator_accuracy(real_pred, fake_pred):
 
 
 def discriminator_stats(real_pred, fake_pred):
-    """``dict`` of d_acc_real, d_acc_fake, d_gap and d_out_std as 0-d tensors (for BasicSR's log_dict)."""
+    """``dict`` of d_acc_real, d_acc_fake, d_gap and d_out_std as 0-d tensors on D's device (for BasicSR's
+    log_dict; nothing is read on the host)."""
     real_pred, fake_pred = real_pred.detach().flatten().float(), fake_pred.detach().flatten().float()
-    acc_real, acc_fake = discriminator_accuracy(real_pred, fake_pred)
     both = torch.cat([real_pred, fake_pred])
     return {
-        'd_acc_real': torch.tensor(acc_real, device=both.device),
-        'd_acc_fake': torch.tensor(acc_fake, device=both.device),
+        'd_acc_real': _sign_score(real_pred - fake_pred.mean()).mean(),
+        'd_acc_fake': _sign_score(fake_pred - real_pred.mean(), positive=False).mean(),
         'd_gap': real_pred.mean() - fake_pred.mean(),
         'd_out_std': both.std() if both.numel() > 1 else torch.zeros((), device=both.device),
     }
@@ -64,15 +64,14 @@ class DeadDiscriminatorMonitor:
         self.warned = False
 
     def looks_dead(self, stats):
-        """Whether one step's :func:`discriminator_stats` show a constant discriminator."""
-        return float(stats['d_out_std']) < self.std_threshold and abs(float(stats['d_gap'])) < self.gap_threshold
+        """Whether one step's :func:`discriminator_stats` show a constant discriminator (a 0-d bool tensor)."""
+        return (stats['d_out_std'] < self.std_threshold) & (stats['d_gap'].abs() < self.gap_threshold)
 
     def update(self, dead, stats, current_iter):
         """Feed one logged step (``dead``: :meth:`looks_dead`, agreed by all processes); returns the one-line
         message when D has looked dead for ``patience`` logged steps in a row (once per dead spell)."""
         if self.patience <= 0:
             return None
-        std, gap = float(stats['d_out_std']), float(stats['d_gap'])
         if dead:
             self.dead_steps += 1
         else:
@@ -81,6 +80,7 @@ class DeadDiscriminatorMonitor:
         if self.dead_steps < self.patience or self.warned:
             return None
         self.warned = True
+        std, gap = float(stats['d_out_std']), float(stats['d_gap'])
         return (f'iter {current_iter}: the discriminator is dead (its outputs have not depended on its input for '
                 f'{self.dead_steps} logged steps: std {std:.2e}, real-fake gap {gap:+.2e}), so the GAN term teaches '
                 'the generator nothing and stage 2 is only more NLL training; try a lower optim_d lr (1e-4 learned '
