@@ -41,7 +41,9 @@ def test_killed_while_saving_a_state_auto_resume_takes_the_last_complete_one(tmp
     target = states / '20.state'
     partial = states / '20.state.partial'
     for attempt in range(5):  # a fast disk may finish before the kill lands; then try again
-        proc = multiprocessing.get_context('fork').Process(target=write_large_state, args=(str(target), ))
+        # spawned, not forked: a child forked from a process whose OpenMP threads have run can hang in its first
+        # parallel torch op (libgomp is not fork-safe), as it did late in the full suite
+        proc = multiprocessing.get_context('spawn').Process(target=write_large_state, args=(str(target), ))
         proc.start()
         try:
             deadline = time.time() + 60
