@@ -38,7 +38,7 @@ PRESETS = {
     # about 10 minutes on 2 CPU cores: the pipeline and rough numbers, not the claims
     'quick': dict(_BASE, num_feat=16, num_block=2, num_grow_ch=8, hidden=16, gt_size=48, batch=4, crop=144,
                   step=288, eval_size=128, num_samples=4, ema_decay=0.98,
-                  iters=dict(l1=300, esrgan=100, baseflow=300, adflow=100),
+                  iters=dict(l1=1200, esrgan=400, baseflow=1200, adflow=400),
                   sec_per_iter=dict(l1=0.03, esrgan=0.12, baseflow=0.1, adflow=0.18)),
     # the CPU preset (2 cores, about 60 minutes): the published numbers come from this one
     'full': dict(_BASE, num_feat=32, num_block=4, num_grow_ch=16, hidden=32, gt_size=64, batch=8, crop=192,
