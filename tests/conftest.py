@@ -107,3 +107,21 @@ def in_process_model(opt, tmp_path, dist=False):
     for phase, d in opt['datasets'].items():
         d.update(phase=phase.split('_')[0], scale=opt['scale'])
     return build_model(opt)
+
+
+def assert_same(a, b, where=''):
+    """Equal bit for bit: tensors (values and dtype), and the dicts/lists/numbers around them."""
+    import torch
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), f'{where}: {sorted(a)} != {sorted(b)}'
+        for k in a:
+            assert_same(a[k], b[k], f'{where}.{k}')
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f'{where}[{i}]')
+    else:
+        assert a == b, f'{where}: {a!r} != {b!r}'
+

@@ -64,6 +64,7 @@ import numpy as np
 from tqdm import tqdm
 
 from adflow_plugin.data.checksums import SUMS_FILE, append_sums, read_sums, sha256_bytes, sha256_file, sha256_files
+from adflow_plugin.utils import write_json
 from adflow_plugin.utils.img_check import TAIL_BYTES, truncation
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
@@ -387,13 +388,6 @@ def _sources_sha256(sources, workers):
     return {src.spec.source_id: {osp.basename(p): digests[p] for p in src.images.values()} for src in sources}
 
 
-def _write_json(path, obj):
-    tmp = path + '.part'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def _claim_set_dir(set_dir, info, lr_info, finished, log):
     """Create or reuse a set folder; refuse one that holds other data. Returns the stored info.
 
@@ -426,7 +420,7 @@ def _claim_set_dir(set_dir, info, lr_info, finished, log):
         merged = dict(info, lr=lr_info)
     os.makedirs(set_dir, exist_ok=True)
     if merged != old:
-        _write_json(stamp, merged)
+        write_json(stamp, merged)
     return merged
 
 

@@ -22,6 +22,7 @@ import cv2
 
 from adflow_plugin.data.demo import skimage_data_dir, write_lmdb
 from adflow_plugin.data.prepare import IMG_EXTENSIONS, PrepareError, read_image, subimage_positions
+from adflow_plugin.utils import write_json
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
 # scikit-image's photographs (colour, and three grey ones replicated to RGB): the default evaluation set
@@ -157,7 +158,5 @@ def prepare_data(root, train_files, eval_files, preset, log=print):
         _write_pair(gt, lr, _stem(path), centre_crop(img, preset['eval_size']), scale)
     log(f'data: {len(holdout_files)} held-out and {len(eval_files)} evaluation photographs '
         f'(centre crops of {preset["holdout_size"]} and {preset["eval_size"]} px)')
-    with open(info_path + '.tmp', 'w') as f:
-        json.dump(info, f, indent=1)
-    os.replace(info_path + '.tmp', info_path)
+    write_json(info_path, info)
     return result

@@ -1,7 +1,5 @@
 """What ``basicsr reproduce`` writes: ``table.md`` (the paper's Table 2 layout, per-image LR-PSNR and the
 Fig. 7 ladder), ``fig7.png``, ``crops.png`` and ``results.json``."""
-import json
-import os
 import os.path as osp
 
 import cv2
@@ -9,6 +7,7 @@ import numpy as np
 
 from adflow_plugin.reproduce.evaluate import BICUBIC, sample_paths
 from adflow_plugin.reproduce.runs import ESRGAN, L1, adflow, baseflow, test_temperatures
+from adflow_plugin.utils import write_json
 
 TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LPIPS ↓', 4), ('lr_psnr', 'LR-PSNR ↑', 2)]
 
@@ -184,13 +183,6 @@ def write_crops(path, results, preset, pairs, results_dirs, num_images=3, size=6
     fig.tight_layout(pad=0.3)
     fig.savefig(path)
     plt.close(fig)
-
-
-def write_json(path, results):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(results, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def write_report(out_dir, results, preset, pairs, results_dirs):

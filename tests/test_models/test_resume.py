@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import tiny_flow_options, write_options
+from tests.conftest import assert_same, tiny_flow_options, write_options
 
 TOTAL, FREQ = 6, 3  # epochs of 5 batches (10 images, batch 2): the resume is mid-epoch, the run crosses an epoch
 
@@ -43,22 +43,6 @@ def run(args, cwd):
 
 def load(path):
     return torch.load(path, map_location='cpu', weights_only=True)
-
-
-def assert_same(a, b, where=''):
-    """Equal bit for bit: tensors (values and dtype), and the dicts/lists/numbers around them."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), f'{where}: {sorted(a)} != {sorted(b)}'
-        for k in a:
-            assert_same(a[k], b[k], f'{where}.{k}')
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f'{where}[{i}]')
-    else:
-        assert a == b, f'{where}: {a!r} != {b!r}'
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from tests.conftest import in_process_model, tiny_flow_options
+from tests.conftest import assert_same, in_process_model, tiny_flow_options
 
 
 def batch(seed=0, scale=4, size=8):
@@ -29,21 +29,6 @@ def snapshot(model):
         'optim_g': optimizer_state(model.optimizer_g),
         'optim_d': optimizer_state(model.optimizer_d),
     }
-
-
-def assert_same(a, b, where=''):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same(a[k], b[k], f'{where}.{k}')
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f'{where}[{i}]')
-    else:
-        assert a == b, where
 
 
 def nan_grad(param):
