@@ -43,7 +43,7 @@ def run_reproduce(args):
 
     from adflow_plugin.cli import CLIError, load_plugins
     from adflow_plugin.data.prepare import PrepareError
-    from adflow_plugin.reproduce.data import MATE_HINT, default_eval_files, list_images
+    from adflow_plugin.reproduce.data import MATE_HINT, default_eval_files, list_images, split_holdout
     from adflow_plugin.reproduce.pipeline import Reproduction, StageError
     from adflow_plugin.reproduce.presets import get_preset
 
@@ -54,6 +54,7 @@ def run_reproduce(args):
             raise PrepareError(f'--train-dir {args.train_dir} is not a folder; {MATE_HINT}')
         train_files = list_images(args.train_dir)
         eval_files = list_images(args.eval_dir) if args.eval_dir else default_eval_files()
+        split_holdout(train_files, preset['holdout'], preset['seed'])  # refused before anything is written
         _check_lpips()
         repro = Reproduction(args.out, preset, train_files, eval_files, args.train_dir,
                              args.eval_dir or 'scikit-image photographs', verbose=args.verbose)

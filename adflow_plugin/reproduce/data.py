@@ -87,6 +87,8 @@ def _pair_folders(root, scale):
 
 def split_holdout(files, count, seed):
     """(training files, held-out files): ``count`` files drawn with ``seed``, at least one left to train on."""
+    if count < 0:
+        raise PrepareError(f'--holdout {count}: the number of held-out photographs cannot be negative')
     if count >= len(files):
         raise PrepareError(f'--holdout {count} leaves no training photograph out of {len(files)}')
     held = set(random.Random(seed).sample(range(len(files)), count))

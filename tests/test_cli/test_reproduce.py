@@ -73,5 +73,9 @@ def test_reproduce_refuses_eval_photos_it_trained_on(cli, photos, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and 'is also a training image' in lines[0], proc.stderr
+    too_many = cli(['reproduce', '--train-dir', photos / 'train', '--holdout', '5', '--out', 'held', '--preset', 'tiny'],
+                   cwd=tmp_path, check=False)
+    assert too_many.returncode == 2 and 'leaves no training photograph' in too_many.stderr
+    assert not (tmp_path / 'held').exists()  # refused before anything is written
     missing = cli(['reproduce', '--train-dir', tmp_path / 'nowhere', '--preset', 'tiny'], cwd=tmp_path, check=False)
     assert missing.returncode == 2 and 'mate-backgrounds' in missing.stderr and 'Traceback' not in missing.stderr
