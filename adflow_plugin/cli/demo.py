@@ -1,7 +1,6 @@
 """``basicsr demo``: build the demo data, train on it, test, and print one metrics line."""
 import glob
 import os.path as osp
-import re
 import subprocess
 import sys
 import time
@@ -25,11 +24,10 @@ def last_test_metrics(name):
     logs = sorted(glob.glob(osp.join('results', name, f'test_{name}_*.log')))
     if not logs:
         return {}
+    from adflow_plugin.compare import parse_log
     metrics = {}
-    with open(logs[-1]) as f:
-        for line in f:
-            for key, value in re.findall(r'# (\S+): (-?[\d.]+|nan|inf)', line):
-                metrics[key] = float(value)
+    for block in parse_log(logs[-1])[1].values():
+        metrics.update(block)
     return metrics
 
 

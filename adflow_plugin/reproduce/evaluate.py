@@ -8,12 +8,12 @@ Bicubic upscaling (MATLAB 8-bit) is evaluated alongside as the consistency floor
 """
 import glob
 import os.path as osp
-import re
 
 import cv2
 import numpy as np
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
+from adflow_plugin.compare import find_log, parse_log
 from adflow_plugin.metrics.diversity_metric import calculate_diversity
 from adflow_plugin.metrics.lpips_metric import calculate_lpips
 from adflow_plugin.metrics.lr_psnr_metric import calculate_lr_psnr
@@ -88,15 +88,8 @@ def sample_paths(results_dir, run, img_name, temperature, num_samples):
 
 
 def read_test_log(results_dir):
-    """The metric means of the newest ``basicsr test`` log in ``results_dir``."""
-    logs = sorted(glob.glob(osp.join(results_dir, 'test_*.log')))
-    metrics = {}
-    if logs:
-        with open(logs[-1]) as f:
-            for line in f:
-                for key, value in re.findall(r'# (\S+): (-?[\d.]+|nan|inf)', line):
-                    metrics[key] = float(value)
-    return metrics
+    """The metric means the newest ``basicsr test`` log in ``results_dir`` reports for the evaluation set."""
+    return parse_log(find_log(results_dir))[1].get('eval', {})
 
 
 def evaluate_run(run, preset, pairs, results_dir):
