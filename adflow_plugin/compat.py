@@ -3,6 +3,7 @@
 Applied once by ``import adflow_plugin``; each fix is idempotent and changes no BasicSR file.
 """
 import importlib
+import re
 import sys
 
 _APPLIED = False
@@ -36,12 +37,25 @@ class ResumeError(RuntimeError):
     """No usable training state to resume from, stated in one line."""
 
 
+def _numpy_scalar_globals():
+    """What ``torch.load(weights_only=True)`` needs to read numpy float and integer scalars (no code runs):
+    states written before the best-metric table was stored as Python numbers hold ``np.float64``."""
+    import numpy as np
+    return [np._core.multiarray.scalar, np.dtype] + [type(np.dtype(t)) for t in ('f2', 'f4', 'f8', 'i4', 'i8')]
+
+
 def _read_state(path, map_location):
     """A training state, or the reason it cannot be used (a one-line string)."""
     import torch
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated or damaged file: zip, pickle or storage errors
+        unsupported = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+        if unsupported:  # a complete file that holds a type weights-only loading refuses: not damage
+            raise ResumeError(f'{path} holds {unsupported.group(1)}, which torch.load(weights_only=True) refuses; '
+                              'it was not written by this version of the plugin: resume with an older state '
+                              '(path:resume_state) or start over') from None
         lines = str(e).strip().splitlines()
         return None, f'{type(e).__name__}: {lines[0][:160] if lines else "unreadable"}'
     if not isinstance(state, dict) or not isinstance(state.get('iter'), int):

@@ -82,8 +82,19 @@ def extra_state(model, rng=None):
     """Entries added to a training state: the random states (``rng``, default: now) and the best-metric table."""
     state = {'rng': rng if rng is not None else rng_state()}
     if hasattr(model, 'best_metric_results'):
-        state['best_metric_results'] = copy.deepcopy(model.best_metric_results)
+        state['best_metric_results'] = plain_numbers(model.best_metric_results)
     return state
+
+
+def plain_numbers(x):
+    """A copy of ``x`` with numpy scalars made Python numbers. BasicSR's ``calculate_psnr`` returns
+    ``np.float64``, which ``torch.load(weights_only=True)`` refuses, so a state holding one could not be
+    resumed from."""
+    if isinstance(x, dict):
+        return {k: plain_numbers(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(plain_numbers(v) for v in x)
+    return x.item() if isinstance(x, np.generic) else copy.deepcopy(x)
 
 
 def restore_extra_state(model, resume_state):

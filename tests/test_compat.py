@@ -105,3 +105,22 @@ def test_resume_state_maps_to_cpu_without_gpu():
     assert compat.resume_map_location({'num_gpu': 0}) == 'cpu'
     if not torch.cuda.is_available():
         assert compat.resume_map_location({'num_gpu': 1}) == 'cpu'
+
+
+def test_states_holding_numpy_scalars_resume_and_foreign_types_stop(tmp_path):
+    """States written before the best-metric table was made of Python numbers hold ``np.float64``: they
+    load. A complete state holding a type weights-only loading refuses is not damage: auto_resume stops
+    with one line instead of falling back to an older state."""
+    import numpy as np
+    import torch
+
+    from adflow_plugin.compat import ResumeError, find_resume_state
+    states = tmp_path / 'training_states'
+    states.mkdir()
+    table = {'val': {'psnr': {'better': 'higher', 'val': np.float64(31.5), 'iter': 4}}}
+    torch.save({'epoch': 0, 'iter': 4, 'best_metric_results': table}, states / '4.state')
+    path, state = find_resume_state(str(states), say=pytest.fail)
+    assert path.endswith('4.state') and state['best_metric_results']['val']['psnr']['val'] == 31.5
+    torch.save({'epoch': 0, 'iter': 6, 'extra': np.zeros(2)}, states / '6.state')
+    with pytest.raises(ResumeError, match=r'6\.state holds numpy.*refuses'):
+        find_resume_state(str(states), say=pytest.fail)

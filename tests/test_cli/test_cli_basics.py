@@ -115,6 +115,25 @@ def test_stock_esrgan_trains_is_killed_and_resumes_on_cpu(demo_data, tmp_path, l
     assert (tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth').is_file()
 
 
+def test_auto_resume_takes_the_newest_state_after_a_psnr_validation(demo_data, cli, tmp_path):
+    """BasicSR's ``calculate_psnr`` returns ``np.float64``, which entered the best-metric table of every state
+    after the first validation; weights-only loading refused those states and --auto_resume fell back to
+    the oldest state without one, silently dropping the training in between."""
+    opt = stock_esrgan_options(demo_data, 'esrgan_psnr_val', lmdb=False)
+    opt['train']['total_iter'] = 4
+    opt['val']['val_freq'] = 2
+    opt['logger']['save_checkpoint_freq'] = 2
+    path = write_options(tmp_path, opt)
+    cli(['train', '-opt', path], cwd=tmp_path)
+    exp = tmp_path / 'experiments' / opt['name']
+    assert '# psnr:' in sorted(exp.glob('train_*.log'))[-1].read_text()
+    proc = cli(['train', '-opt', path, '--auto_resume', '--force_yml', 'train:total_iter=6'], cwd=tmp_path)
+    assert 'skipped' not in proc.stderr, proc.stderr
+    text = sorted(exp.glob('train_*.log'))[-1].read_text()
+    assert 'Resuming training from epoch' in text and 'iter: 4.' in text
+    assert (exp / 'training_states' / '6.state').is_file()
+
+
 def test_esrgan_x8_multiscale_rrdbnet_trains(demo_data, cli, tmp_path):
     """The 8x baseline (MultiScaleRRDBNet, BasicSR's stock ESRGAN recipe otherwise) trains and validates."""
     opt = stock_esrgan_options(demo_data, 'esrgan_x8', lmdb=True, scale=8)
