@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from adflow_plugin.archs.adflow_arch import AdFlowNet
-from adflow_plugin.archs.flow_check import check_network
+from adflow_plugin.archs.jacobian_check import check_network
 from adflow_plugin.archs.flow_layers import amp_dtype
 from adflow_plugin.flowcheck import LOGDET_REL_TOL, ROUNDTRIP_TOL, photo_pair
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
