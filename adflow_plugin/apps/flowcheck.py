@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import yaml
 
-from adflow_plugin.archs.jacobian_check import check_levels, check_network
 from adflow_plugin.archs.flow_layers import ActNorm, amp_dtype
+from adflow_plugin.archs.jacobian_check import check_levels, check_network
 from adflow_plugin.data.demo import read_photo
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 from adflow_plugin.utils.options_check import OptionsError, check_temperatures
