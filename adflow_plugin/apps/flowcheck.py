@@ -57,7 +57,8 @@ def build_generator(opt, scale=None, notes=None, allow_untrained=True):
     net = build_network(net_opt)
     source = 'initialisation'
     if ckpt and os.path.isfile(ckpt):
-        from adflow_plugin.infer import InferError, _load_checkpoint, select_params
+        from adflow_plugin.apps.infer import InferError
+        from adflow_plugin.apps.infer.checkpoint import _load_checkpoint, select_params
         try:  # as basicsr infer loads it: weights only, BasicSR's params_ema -> params fallback
             state, _ = select_params(_load_checkpoint(ckpt), (opt.get('path') or {}).get('param_key_g', 'params'), ckpt)
         except InferError as e:
