@@ -42,7 +42,7 @@ def run_reproduce(args):
     import os.path as osp
 
     from adflow_plugin.cli import CLIError, load_plugins
-    from adflow_plugin.data.prepare import PrepareError
+    from adflow_plugin.data.recipe import PrepareError
     from adflow_plugin.apps.reproduce.data import MATE_HINT, default_eval_files, list_images, split_holdout
     from adflow_plugin.apps.reproduce.pipeline import Reproduction, StageError
     from adflow_plugin.apps.reproduce.presets import get_preset
