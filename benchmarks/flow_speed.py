@@ -43,7 +43,7 @@ EXTRA_CONFIGS = ['adflow_bf16']
 
 def network_options(name, scale):
     import yaml
-    from adflow_plugin.convert_srflow import srflow_network_options
+    from adflow_plugin.apps.convert_srflow import srflow_network_options
     if name == 'srflow':
         return dict(srflow_network_options(scale))
     name = name.replace('_bf16', '')

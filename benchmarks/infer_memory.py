@@ -23,7 +23,7 @@ def measure(mode, samples, size):
 
     from adflow_plugin.archs.adflow_arch import AdFlowNet
     from adflow_plugin.data.demo import VAL_PHOTOS, read_photo
-    from adflow_plugin.infer import SRNetwork, upscale_iter
+    from adflow_plugin.apps.infer import SRNetwork, upscale_iter
 
     torch.manual_seed(0)
     net = AdFlowNet(scale=4, num_feat=16, num_block=1, num_grow_ch=8, embed_blocks=[0], flow_depth=1,

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from adflow_plugin.archs.flow_layers import ActNorm, Condition
 from adflow_plugin.archs.rrdb_embed_arch import RRDBEmbedNet
-from adflow_plugin.convert_srflow import (ConversionError, build_srflow_network, convert_file, convert_state_dict,
-                                          srflow_network_options)
+from adflow_plugin.apps.convert_srflow import (ConversionError, build_srflow_network, convert_file, convert_state_dict,
+                                               srflow_network_options)
 
 # the released models: RRDB nf 64, nb 23, gc 32; flow K 16, 2 unconditional steps per level, hidden 64,
 # 320 conditioning channels; L 3 at 4x, 4 at 8x; splits on levels l < L - 1 (1-based)

@@ -141,7 +141,7 @@ def test_ablation_file_changes_only_its_variable(path):
 def test_readme_parameter_counts():
     """The parameter counts the README's model table quotes, built (on the meta device: no memory) from the
     shipped options and from SRFlow's released architecture."""
-    from adflow_plugin.convert_srflow import srflow_network_options
+    from adflow_plugin.apps.convert_srflow import srflow_network_options
 
     def count(net_opt):
         with torch.device('meta'):

@@ -39,7 +39,7 @@ def register(subparsers):
 
 def run_compare(args):
     from adflow_plugin.cli import CLIError
-    from adflow_plugin.compare import CompareError, compare
+    from adflow_plugin.apps.compare import CompareError, compare
 
     try:
         out = compare(args.result_dirs, args.out, labels=_pairs(args.label, '--label'), ks=_pairs(args.k, '--k'),

@@ -19,7 +19,7 @@ def register(subparsers):
 
 def run_convert(args):
     from adflow_plugin.cli import CLIError
-    from adflow_plugin.convert_srflow import ConversionError, convert_file
+    from adflow_plugin.apps.convert_srflow import ConversionError, convert_file
 
     try:
         report = convert_file(args.src, args.dst, args.scale, overwrite=args.force)

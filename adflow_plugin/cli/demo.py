@@ -24,7 +24,7 @@ def last_test_metrics(name):
     logs = sorted(glob.glob(osp.join('results', name, f'test_{name}_*.log')))
     if not logs:
         return {}
-    from adflow_plugin.compare import parse_log
+    from adflow_plugin.apps.compare import parse_log
     metrics = {}
     for block in parse_log(logs[-1])[1].values():
         metrics.update(block)

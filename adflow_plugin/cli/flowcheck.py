@@ -35,7 +35,7 @@ def run(args):
     from adflow_plugin.cli.pipeline import check_options_file
     check_options_file(args.opt)
     load_plugins()
-    from adflow_plugin.flowcheck import FlowCheckError, format_report, load_options, run_flowcheck
+    from adflow_plugin.apps.flowcheck import FlowCheckError, format_report, load_options, run_flowcheck
     try:
         report = run_flowcheck(load_options(args.opt), args.hr_size, args.scale, args.temperature, args.seed,
                                allow_untrained=args.allow_untrained, amp=args.amp)

@@ -35,7 +35,7 @@ tiling:
   overlap in the middle; ramp cross-fades over its middle half; auto (default) takes center for
   deterministic outputs (ESRGAN, temperature 0) and ramp at temperature > 0, where each tile draws its own
   noise. At temperature 0 the result matches the untiled one up to the tile-border influence, which falls
-  with the overlap (see adflow_plugin/infer.py). Measured peak GPU memory, AdFlow x4 (paper size), a
+  with the overlap (see adflow_plugin/apps/infer/tiling.py). Measured peak GPU memory, AdFlow x4 (paper size), a
   768 x 768 LR, 2 samples: 12.6 GiB untiled, 1.5 GiB with --tile 256, 0.45 GiB with --tile 128.
 
 examples:
@@ -46,7 +46,7 @@ examples:
 
 
 def register(subparsers):
-    from adflow_plugin.infer import BLEND_CHOICES, DEFAULT_OVERLAP
+    from adflow_plugin.apps.infer import BLEND_CHOICES, DEFAULT_OVERLAP
 
     p = subparsers.add_parser(
         'infer', help='super-resolve image files with a trained flow (AdFlow, BaseFlow) or ESRGAN',
@@ -83,7 +83,7 @@ def register(subparsers):
 
 def run_infer(args):
     from adflow_plugin.cli import INTERRUPTED, CLIError
-    from adflow_plugin.infer import InferError, infer
+    from adflow_plugin.apps.infer import InferError, infer
 
     try:
         result = infer(args.input, args.output, args.model, arch=args.arch, scale=args.scale,

@@ -52,7 +52,9 @@ def _lr_dir(value):
 
 
 def register(subparsers):
-    from adflow_plugin.data.prepare import CROP_SIZE, HOLDOUT_COUNT, SCALES, SET_NAMES, STEP, default_workers
+    from adflow_plugin.data.prepare import default_workers
+    from adflow_plugin.data.recipe import CROP_SIZE, SCALES, STEP
+    from adflow_plugin.data.sources import HOLDOUT_COUNT, SET_NAMES
     p = subparsers.add_parser('prepare-data', help='prepare DF2K (LMDB) and DIV2K val, BSD100, Urban100 with '
                               'MATLAB-bicubic LR at 4x/6x/8x', description=RECIPE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,7 +95,8 @@ def run_prepare_data(args):
     import signal
 
     from adflow_plugin.cli import INTERRUPTED, CLIError
-    from adflow_plugin.data.prepare import PrepareError, prepare_datasets
+    from adflow_plugin.data.prepare import prepare_datasets
+    from adflow_plugin.data.recipe import PrepareError
     signal.signal(signal.SIGTERM, _terminated)
     try:
         prepare_datasets(downloads=args.downloads, out=args.out, sets=args.sets, scales=args.scales,

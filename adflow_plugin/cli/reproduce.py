@@ -21,7 +21,7 @@ Running the same command again continues an interrupted reproduction (finished s
 
 
 def register(subparsers):
-    from adflow_plugin.reproduce.presets import PRESETS
+    from adflow_plugin.apps.reproduce.presets import PRESETS
     p = subparsers.add_parser('reproduce', help="the paper's claims in miniature: L1, ESRGAN, BaseFlow, AdFlow "
                               'at K = 1, 2, 4 on a folder of photographs, with a Table-2 markdown and figures',
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,10 +42,10 @@ def run_reproduce(args):
     import os.path as osp
 
     from adflow_plugin.cli import CLIError, load_plugins
-    from adflow_plugin.data.prepare import PrepareError
-    from adflow_plugin.reproduce.data import MATE_HINT, default_eval_files, list_images, split_holdout
-    from adflow_plugin.reproduce.pipeline import Reproduction, StageError
-    from adflow_plugin.reproduce.presets import get_preset
+    from adflow_plugin.data.recipe import PrepareError
+    from adflow_plugin.apps.reproduce.data import MATE_HINT, default_eval_files, list_images, split_holdout
+    from adflow_plugin.apps.reproduce.pipeline import Reproduction, StageError
+    from adflow_plugin.apps.reproduce.presets import get_preset
 
     load_plugins()
     preset = get_preset(args.preset, holdout=args.holdout)

@@ -62,7 +62,7 @@ def register(subparsers):
 def _study_errors(fn):
     def wrapped(args):
         from adflow_plugin.cli import CLIError
-        from adflow_plugin.study import StudyError
+        from adflow_plugin.apps.study import StudyError
         try:
             return fn(args)
         except StudyError as e:
@@ -72,7 +72,7 @@ def _study_errors(fn):
 
 @_study_errors
 def run_create(args):
-    from adflow_plugin.study.create import create_study, parse_method
+    from adflow_plugin.apps.study.create import create_study, parse_method
     plan = create_study(args.study, [parse_method(m) for m in args.method], args.lr, crop_size=args.crop_size,
                         crops_per_image=args.crops_per_image, participants=args.participants, seed=args.seed,
                         images=args.images)
@@ -89,7 +89,7 @@ def run_serve(args):
     import errno
 
     from adflow_plugin.cli import CLIError
-    from adflow_plugin.study.server import serve
+    from adflow_plugin.apps.study.server import serve
     try:
         return serve(args.study, host=args.host, port=args.port, threads=args.threads,
                      announce=lambda line: print(line, flush=True))
@@ -101,7 +101,7 @@ def run_serve(args):
 
 @_study_errors
 def run_analyse(args):
-    from adflow_plugin.study.analyse import analyse
+    from adflow_plugin.apps.study.analyse import analyse
     _, markdown, files = analyse(args.study, args.out, reference=args.reference, reps=args.bootstrap,
                                  seed=args.seed)
     print(markdown)

@@ -243,7 +243,8 @@ def _check_network_g(opt):
 
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from adflow_plugin.infer import InferError, _load_checkpoint, select_params
+    from adflow_plugin.apps.infer import InferError
+    from adflow_plugin.apps.infer.checkpoint import _load_checkpoint, select_params
     net_opt = deepcopy(opt['network_g'])
     net_opt.pop('pretrained_embed', None)  # checked for existence above; loading it twice costs time only
     kind = net_opt.pop('type')

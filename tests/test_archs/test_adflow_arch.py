@@ -6,7 +6,7 @@ import torch
 from basicsr.archs.rrdbnet_arch import RRDBNet
 
 from adflow_plugin.archs.adflow_arch import AdFlowNet
-from adflow_plugin.archs.flow_check import check_levels, check_network
+from adflow_plugin.archs.jacobian_check import check_levels, check_network
 from adflow_plugin.archs.rrdb_embed_arch import MultiScaleRRDBNet, RRDBEmbedNet, load_basicsr_rrdb
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from adflow_plugin.apps.flowcheck import LOGDET_REL_TOL, ROUNDTRIP_TOL, photo_pair
 from adflow_plugin.archs.adflow_arch import AdFlowNet
-from adflow_plugin.archs.flow_check import check_network
 from adflow_plugin.archs.flow_layers import amp_dtype
-from adflow_plugin.flowcheck import LOGDET_REL_TOL, ROUNDTRIP_TOL, photo_pair
+from adflow_plugin.archs.jacobian_check import check_network
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 from tests.conftest import in_process_model, tiny_flow_options
 

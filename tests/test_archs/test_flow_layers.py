@@ -6,9 +6,9 @@ import torch
 from torch.nn import functional as F
 
 from adflow_plugin.archs.adflow_arch import AdFlowNet
-from adflow_plugin.archs.flow_check import check_layer
 from adflow_plugin.archs.flow_layers import (ACTNORM_MIN_STD, ActNorm, AffineInjector, AffineScale, CondAffineCoupling,
                                              FlowStep, InvertibleConv1x1, RandomRotation, Squeeze, ZeroConv2d)
+from adflow_plugin.archs.jacobian_check import check_layer
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 
 COND_CH = 5

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from adflow_plugin.compare import CompareError, compare, load_result, parse_log, split_temperature
+from adflow_plugin.apps.compare import CompareError, compare, load_result, parse_log, split_temperature
 from adflow_plugin.data.demo import VAL_PHOTOS, read_photo, val_hr
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 

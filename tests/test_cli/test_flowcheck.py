@@ -63,6 +63,6 @@ def test_flowcheck_amp_bf16_on_trained_weights(cli, tmp_path):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report['ok'] and report['amp'] == 'bf16' and 'float32 under bfloat16 autocast' in report['logdet_check']
     assert report['roundtrip_max_abs_err'] < 1e-4 and report['logdet_max_rel_err'] < 1e-3
-    from adflow_plugin.flowcheck import load_options, run_flowcheck
+    from adflow_plugin.apps.flowcheck import load_options, run_flowcheck
     nll32 = run_flowcheck(load_options(path), hr_size=32)['nll_bits_per_dim']  # in process, float32
     assert report['nll_bits_per_dim'] != nll32 and abs(report['nll_bits_per_dim'] - nll32) < 0.01 * abs(nll32)

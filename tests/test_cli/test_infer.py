@@ -14,11 +14,11 @@ import torch
 import yaml
 from basicsr.archs.rrdbnet_arch import RRDBNet
 
+from adflow_plugin.apps.infer import (DEFAULT_OVERLAP, SRNetwork, blend_weights, load_network, tile_spans,
+                                      tiling_difference, upscale)
 from adflow_plugin.archs.adflow_arch import AdFlowNet
 from adflow_plugin.cli import main
 from adflow_plugin.data.demo import VAL_PHOTOS, read_photo
-from adflow_plugin.infer import (DEFAULT_OVERLAP, SRNetwork, blend_weights, load_network, tile_spans,
-                                 tiling_difference, upscale)
 from tests.conftest import TINY_G
 
 SCALE = 4

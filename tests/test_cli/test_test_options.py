@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
+from adflow_plugin.apps.compare import parse_log
 from adflow_plugin.cli import main
-from adflow_plugin.compare import parse_log
 from adflow_plugin.data.demo import TRAIN_PHOTOS, VAL_PHOTOS, read_photo
 from adflow_plugin.metrics.lr_psnr_metric import calculate_lr_psnr
 from tests.conftest import OPTIONS

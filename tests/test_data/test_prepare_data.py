@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 from adflow_plugin.cli import main as cli_main
-from adflow_plugin.data import prepare
-from adflow_plugin.data.prepare import PrepareError, prepare_datasets, verify_datasets
+from adflow_plugin.data import image_ops, lmdb_pack, prepare, recipe, sources
+from adflow_plugin.data.prepare import prepare_datasets
+from adflow_plugin.data.recipe import PrepareError
+from adflow_plugin.data.verify import verify_datasets
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -56,7 +58,7 @@ def make_downloads(root):
 
 
 def lmdb_keys(path):
-    return [k for k, _ in prepare.read_meta_info(path)]
+    return [k for k, _ in lmdb_pack.read_meta_info(path)]
 
 
 def snapshot(root):
@@ -85,16 +87,16 @@ def prepared(tmp_path_factory):
 
 
 def test_sizes_and_positions():
-    assert prepare.TRAIN_HR_MULTIPLE == 48
-    assert [prepare.hr_multiple([s]) for s in (4, 6, 8)] == [8, 48, 16]
-    assert prepare.hr_multiple([4, 8]) == 16 and prepare.hr_multiple([4, 6, 8]) == 48
+    assert recipe.TRAIN_HR_MULTIPLE == 48
+    assert [recipe.hr_multiple([s]) for s in (4, 6, 8)] == [8, 48, 16]
+    assert recipe.hr_multiple([4, 8]) == 16 and recipe.hr_multiple([4, 6, 8]) == 48
     # BasicSR's extract_subimages placement, thresh_size 0: every step, then one crop flush with the end
-    assert prepare.subimage_positions(1392, 480, 240) == [0, 240, 480, 720, 912]
-    assert prepare.subimage_positions(960, 480, 240) == [0, 240, 480]
-    assert prepare.subimage_positions(479, 480, 240) == []
+    assert image_ops.subimage_positions(1392, 480, 240) == [0, 240, 480, 720, 912]
+    assert image_ops.subimage_positions(960, 480, 240) == [0, 240, 480]
+    assert image_ops.subimage_positions(479, 480, 240) == []
     # a DIV2K-sized image: every position is a multiple of every scale after the crop to 48
     h, w = 1356 // 48 * 48, 2040 // 48 * 48
-    for p in prepare.subimage_positions(h, 480, 240) + prepare.subimage_positions(w, 480, 240):
+    for p in image_ops.subimage_positions(h, 480, 240) + image_ops.subimage_positions(w, 480, 240):
         assert p % 24 == 0
 
 
@@ -106,7 +108,7 @@ def test_layout_and_outputs(prepared):
     assert len(hr_keys) == 25 + 24 + 6 and hr_keys[0] == '000001_s001' and '0002_s024' in hr_keys
     assert not any(k.startswith('000002_') for k in hr_keys)
     for s in (4, 6, 8):
-        meta = prepare.read_meta_info(paths['DF2K'][f'lq_x{s}'])
+        meta = lmdb_pack.read_meta_info(paths['DF2K'][f'lq_x{s}'])
         assert [k for k, _ in meta] == hr_keys
         assert {shape for _, shape in meta} == {(144 // s, 144 // s, 3)}
     assert not glob.glob(osp.join(d, 'DF2K', '*_sub')), 'sub-image folders are removed once packed'
@@ -138,16 +140,16 @@ def test_holdout_slice_is_written_and_not_trained_on(prepared):
 
 
 def test_split_holdout_takes_the_last_flickr2k_images():
-    spec = prepare.TRAIN_SETS['DF2K']
-    div2k = prepare.Source('DF2K', spec[0], 'd', {f'{i:04d}': f'd/{i:04d}.png' for i in range(1, 801)})
-    flickr = prepare.Source('DF2K', spec[1], 'f', {f'{i:06d}': f'f/{i:06d}.png' for i in range(2650, 0, -1)})
-    train, held = prepare.split_holdout([div2k, flickr])
+    spec = sources.TRAIN_SETS['DF2K']
+    div2k = sources.Source('DF2K', spec[0], 'd', {f'{i:04d}': f'd/{i:04d}.png' for i in range(1, 801)})
+    flickr = sources.Source('DF2K', spec[1], 'f', {f'{i:06d}': f'f/{i:06d}.png' for i in range(2650, 0, -1)})
+    train, held = sources.split_holdout([div2k, flickr])
     assert sorted(held.images) == [f'{i:06d}' for i in range(2621, 2651)] and held.set_name == 'DF2K_holdout'
     assert len(train[0].images) == 800 and len(train[1].images) == 2620
     assert not set(train[1].images) & set(held.images)
-    assert prepare.split_holdout([div2k, flickr], 0)[1] is None
+    assert sources.split_holdout([div2k, flickr], 0)[1] is None
     with pytest.raises(PrepareError, match='--holdout'):
-        prepare.split_holdout([div2k, flickr], -1)
+        sources.split_holdout([div2k, flickr], -1)
 
 
 def test_shipped_adflow_options_validate_on_the_holdout(prepared, tmp_path, monkeypatch):
@@ -199,7 +201,7 @@ def test_rerun_does_no_work_and_verifies(prepared, capsys, monkeypatch):
     assert cli_main(['prepare-data', '--workers', '2', '--verify'] + CROP) == 0
     out = capsys.readouterr().out
     assert 'nothing to do, every output under datasets is complete (0 images processed)' in out
-    for name in prepare.SET_NAMES:
+    for name in sources.SET_NAMES:
         assert f'{name}: complete' in out
     assert 'DF2K_LRbicx8_sub.lmdb: keys = HR keys, all (18,18,3) = HR/8; 20 samples: max |LR - bicubic(HR)| = 0' \
         in out
@@ -280,19 +282,19 @@ def test_failed_check_never_leaves_a_complete_looking_lmdb(tmp_path, monkeypatch
     cv2.imwrite(osp.join(d, 'DIV2K_train_HR', '0001.png'), synth(192, 192))
     cv2.imwrite(osp.join(d, 'Flickr2K_HR', '000001.png'), synth(144, 240, 1))
     out = osp.join(tmp_path, 'out')
-    real = prepare.check_lmdb
+    real = lmdb_pack.check_lmdb
 
     def fail_on_partial(path, *args, **kwargs):
         if path.endswith('.partial.lmdb'):
             raise PrepareError(f'{path}: simulated damage')
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(prepare, 'check_lmdb', fail_on_partial)
+    monkeypatch.setattr(lmdb_pack, 'check_lmdb', fail_on_partial)
     with pytest.raises(PrepareError, match='simulated damage'):
         prepare_datasets(d, out, sets=['DF2K'], scales=[4], workers=1, log=lambda m: None, **SMALL)
     assert glob.glob(osp.join(out, 'DF2K', '*.partial.lmdb'))
     assert not glob.glob(osp.join(out, 'DF2K', '*_sub.lmdb'))
-    monkeypatch.setattr(prepare, 'check_lmdb', real)
+    monkeypatch.setattr(lmdb_pack, 'check_lmdb', real)
     summary = prepare_datasets(d, out, sets=['DF2K'], scales=[4], workers=1, log=lambda m: None, **SMALL)
     assert summary == {'images': 0, 'lmdbs': 2}  # the sub-images were done: only packing is redone
     assert not glob.glob(osp.join(out, 'DF2K', '*.partial.lmdb'))
@@ -312,23 +314,23 @@ def test_read_image_conversions_and_damage(tmp_path):
     }
     for name, (data, note) in cases.items():
         cv2.imwrite(str(tmp_path / name), data)
-        out, notes = prepare.read_image(str(tmp_path / name))
+        out, notes = image_ops.read_image(str(tmp_path / name))
         assert out.shape == (20, 30, 3) and out.dtype == np.uint8
         assert any(note in n and name in n for n in notes), notes
-    np.testing.assert_array_equal(prepare.read_image(str(tmp_path / 'deep.png'))[0], img)
+    np.testing.assert_array_equal(image_ops.read_image(str(tmp_path / 'deep.png'))[0], img)
     cv2.imwrite(str(tmp_path / 'a.png'), img)
     cv2.imwrite(str(tmp_path / 'a.jpg'), img)
     for ext in ('png', 'jpg'):
         data = open(tmp_path / f'a.{ext}', 'rb').read()
         (tmp_path / f'cut.{ext}').write_bytes(data[:len(data) // 2])
         with pytest.raises(PrepareError, match=f'cut.{ext}: truncated'):
-            prepare.read_image(str(tmp_path / f'cut.{ext}'))
+            image_ops.read_image(str(tmp_path / f'cut.{ext}'))
     (tmp_path / 'text.png').write_text('hello')
     with pytest.raises(PrepareError, match='text.png: not a readable image'):
-        prepare.read_image(str(tmp_path / 'text.png'))
+        image_ops.read_image(str(tmp_path / 'text.png'))
     (tmp_path / 'empty.png').write_bytes(b'')
     with pytest.raises(PrepareError, match='empty.png: empty file'):
-        prepare.read_image(str(tmp_path / 'empty.png'))
+        image_ops.read_image(str(tmp_path / 'empty.png'))
 
 
 def test_accepted_download_layouts(tmp_path):
@@ -340,12 +342,12 @@ def test_accepted_download_layouts(tmp_path):
         for f in files_:
             os.makedirs(osp.dirname(osp.join(tmp_path, layout, f)), exist_ok=True)
             cv2.imwrite(osp.join(tmp_path, layout, f), img)
-    assert sorted(prepare.find_source_images(osp.join(tmp_path, 'HR'))[0]) == ['a', 'b']
-    found = prepare.find_source_images(osp.join(tmp_path, 'srf'))[0]
+    assert sorted(sources.find_source_images(osp.join(tmp_path, 'HR'))[0]) == ['a', 'b']
+    found = sources.find_source_images(osp.join(tmp_path, 'srf'))[0]
     assert list(found) == ['img_001'] and found['img_001'].endswith('image_SRF_2/img_001_SRF_2_HR.png')
     cv2.imwrite(osp.join(tmp_path, 'direct', 'a.jpg'), img)
     with pytest.raises(PrepareError, match=r'a.jpg and .*a.png have the same name|a.png and .*a.jpg have the same'):
-        prepare.find_source_images(osp.join(tmp_path, 'direct'))
+        sources.find_source_images(osp.join(tmp_path, 'direct'))
 
 
 def _train_downloads(tmp_path, sizes=((192, 240), )):

@@ -42,7 +42,7 @@ def method_args(dirs, t='1'):
 
 def make_study(tmp_path, participants=4, crops_per_image=1, crop_size=32, seed=3):
     """A study of 3 methods (3 pairs) on 2 images: participants x (2 * crops_per_image * 3) trials."""
-    from adflow_plugin.study.create import create_study, parse_method
+    from adflow_plugin.apps.study.create import create_study, parse_method
     dirs = write_results(tmp_path / 'results')
     methods = [parse_method(s) for s in (f'AdFlow={dirs["flow"]}:t=1', f'ESRGAN={dirs["esrgan"]}',
                                          f'GT={dirs["gt"]}')]
@@ -60,7 +60,7 @@ class ThreadServer:
 
         from waitress import create_server
 
-        from adflow_plugin.study.server import create_app
+        from adflow_plugin.apps.study.server import create_app
         self.server = create_server(create_app(study), host='127.0.0.1', port=port, threads=4)
         self.url = f'http://127.0.0.1:{self.server.effective_port}'
         self.stop = threading.Event()
@@ -82,7 +82,7 @@ class ThreadServer:
 @pytest.fixture(scope='module')
 def served_study(tmp_path_factory):
     """(study folder, base URL, tokens) of a study served for the tests of one module."""
-    from adflow_plugin.study.create import load_study
+    from adflow_plugin.apps.study.create import load_study
     study = make_study(tmp_path_factory.mktemp('served'))
     server = ThreadServer(study)
     try:

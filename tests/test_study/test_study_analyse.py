@@ -5,9 +5,9 @@ import math
 import pytest
 
 from adflow_plugin.cli import main
-from adflow_plugin.study import db
-from adflow_plugin.study.analyse import bradley_terry, cluster_bootstrap_interval, wilson_interval
-from adflow_plugin.study.create import load_study
+from adflow_plugin.apps.study import db
+from adflow_plugin.apps.study.analyse import bradley_terry, cluster_bootstrap_interval, wilson_interval
+from adflow_plugin.apps.study.create import load_study
 
 from .conftest import make_study
 

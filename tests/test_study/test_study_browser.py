@@ -9,8 +9,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from adflow_plugin.study import db
-from adflow_plugin.study.create import load_study
+from adflow_plugin.apps.study import db
+from adflow_plugin.apps.study.create import load_study
 
 from .browser import quit_browser, start_browser
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adflow_plugin.cli import main
-from adflow_plugin.study.create import load_study
+from adflow_plugin.apps.study.create import load_study
 
 from .conftest import IMAGES, SCALE, method_args
 

@@ -12,8 +12,8 @@ import threading
 import time
 import uuid
 
-from adflow_plugin.study import db
-from adflow_plugin.study.create import create_study, load_study, parse_method
+from adflow_plugin.apps.study import db
+from adflow_plugin.apps.study.create import create_study, load_study, parse_method
 
 from .conftest import write_results
 

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from adflow_plugin.study import db
-from adflow_plugin.study.create import load_study
+from adflow_plugin.apps.study import db
+from adflow_plugin.apps.study.create import load_study
 
 
 def request(url, method, path, body=None, raw=None, headers=None):

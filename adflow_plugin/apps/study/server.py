@@ -15,8 +15,8 @@ import math
 import os.path as osp
 import re
 
-from adflow_plugin.study import db
-from adflow_plugin.study.create import PUBLIC, load_study
+from adflow_plugin.apps.study import db
+from adflow_plugin.apps.study.create import PUBLIC, load_study
 
 PUBLIC_NAME = re.compile(r'^[0-9a-f]{16}\.png$')
 VOTE_ID = re.compile(r'^[A-Za-z0-9_-]{8,64}$')

@@ -5,8 +5,8 @@ import os.path as osp
 import cv2
 import numpy as np
 
-from adflow_plugin.reproduce.evaluate import BICUBIC, sample_paths
-from adflow_plugin.reproduce.runs import ESRGAN, L1, adflow, baseflow, test_temperatures
+from adflow_plugin.apps.reproduce.evaluate import BICUBIC, sample_paths
+from adflow_plugin.apps.reproduce.runs import ESRGAN, L1, adflow, baseflow, test_temperatures
 from adflow_plugin.utils import write_json
 
 TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LPIPS ↓', 4), ('lr_psnr', 'LR-PSNR ↑', 2)]

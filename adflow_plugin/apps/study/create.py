@@ -19,7 +19,7 @@ import secrets
 import shutil
 import tempfile
 
-from adflow_plugin.study import StudyError
+from adflow_plugin.apps.study import StudyError
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 # what follows "<image>_" in a flow sample's name: t<T>[_s<k>]_<suffix> (README, "basicsr test")

@@ -16,10 +16,10 @@ import time
 
 import yaml
 
-from adflow_plugin.reproduce import runs
-from adflow_plugin.reproduce.data import prepare_data
-from adflow_plugin.reproduce.evaluate import BICUBIC, eval_pairs, evaluate_bicubic, evaluate_run, log_disagreement
-from adflow_plugin.reproduce.report import write_report
+from adflow_plugin.apps.reproduce import runs
+from adflow_plugin.apps.reproduce.data import prepare_data
+from adflow_plugin.apps.reproduce.evaluate import BICUBIC, eval_pairs, evaluate_bicubic, evaluate_run, log_disagreement
+from adflow_plugin.apps.reproduce.report import write_report
 
 
 class StageError(RuntimeError):

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import yaml
 
-from adflow_plugin.archs.flow_check import check_levels, check_network
 from adflow_plugin.archs.flow_layers import ActNorm, amp_dtype
+from adflow_plugin.archs.jacobian_check import check_levels, check_network
 from adflow_plugin.data.demo import read_photo
 from adflow_plugin.losses.flow_nll_loss import FlowNLLLoss
 from adflow_plugin.utils.options_check import OptionsError, check_temperatures
@@ -57,7 +57,8 @@ def build_generator(opt, scale=None, notes=None, allow_untrained=True):
     net = build_network(net_opt)
     source = 'initialisation'
     if ckpt and os.path.isfile(ckpt):
-        from adflow_plugin.infer import InferError, _load_checkpoint, select_params
+        from adflow_plugin.apps.infer import InferError
+        from adflow_plugin.apps.infer.checkpoint import _load_checkpoint, select_params
         try:  # as basicsr infer loads it: weights only, BasicSR's params_ema -> params fallback
             state, _ = select_params(_load_checkpoint(ckpt), (opt.get('path') or {}).get('param_key_g', 'params'), ckpt)
         except InferError as e:

@@ -20,8 +20,8 @@ import random
 from collections import defaultdict
 from statistics import median
 
-from adflow_plugin.study import StudyError, db
-from adflow_plugin.study.create import load_study
+from adflow_plugin.apps.study import StudyError, db
+from adflow_plugin.apps.study.create import load_study
 
 Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
 

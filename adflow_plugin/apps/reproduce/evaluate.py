@@ -13,12 +13,12 @@ import cv2
 import numpy as np
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
-from adflow_plugin.compare import find_log, parse_log
+from adflow_plugin.apps.compare import find_log, parse_log
+from adflow_plugin.apps.reproduce.runs import test_temperatures
 from adflow_plugin.metrics.diversity_metric import calculate_diversity
 from adflow_plugin.metrics.lpips_metric import calculate_lpips
 from adflow_plugin.metrics.lr_psnr_metric import calculate_lr_psnr
-from adflow_plugin.models.adflow_model import temperature_tag
-from adflow_plugin.reproduce.runs import test_temperatures
+from adflow_plugin.models.adflow_validation import temperature_tag
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
 BICUBIC = 'Bicubic'

@@ -21,7 +21,8 @@ import shutil
 import cv2
 
 from adflow_plugin.data.demo import skimage_data_dir, write_lmdb
-from adflow_plugin.data.prepare import IMG_EXTENSIONS, PrepareError, read_image, subimage_positions
+from adflow_plugin.data.image_ops import IMG_EXTENSIONS, read_image, subimage_positions
+from adflow_plugin.data.recipe import PrepareError
 from adflow_plugin.utils import write_json
 from adflow_plugin.utils.matlab_resize import imresize_uint8
 
