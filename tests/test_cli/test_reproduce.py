@@ -62,6 +62,24 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     table = (out / 'table.md').read_text()
     assert '| Bicubic |' in table and '| AdFlow K=2, T=1 |' in table and '## Fig. 7' in table
 
+    # the L1 rung trains as long as a BaseFlow with its pre-training; ESRGAN and the flows start from its
+    # checkpoint at the end of the pre-training
+    l1 = yaml.safe_load((out / 'options' / 'train_L1_RRDB.yml').read_text())
+    assert l1['train']['total_iter'] == 4 + 4
+    start = 'experiments/L1_RRDB/models/net_g_4.pth'
+    assert (out / start).is_file()
+    esrgan = yaml.safe_load((out / 'options' / 'train_ESRGAN.yml').read_text())
+    assert esrgan['path']['pretrain_network_g'] == start
+    assert yaml.safe_load((out / 'options' / 'train_BaseFlow_K1.yml').read_text())['network_g'][
+        'pretrained_embed'] == start
+
+    # every GAN run's discriminator, read from its training log, in the JSON and the table
+    d = results['discriminator']
+    assert sorted(d) == ['AdFlow_K1', 'AdFlow_K2', 'ESRGAN']
+    assert 0 <= d['AdFlow_K2']['d_acc_real'] <= 1 and d['AdFlow_K2']['gan_to_nll_grad'] > 0
+    assert 'd_gap' in d['ESRGAN'] and d['ESRGAN']['dead_warning'] is False
+    assert '## Discriminators' in table and '| AdFlow_K2 |' in table
+
     # the same command again reuses every finished stage
     again = cli(args, cwd=tmp_path)
     assert again.stdout.count('(done before, reused)') == 12  # 6 trainings, 6 tests

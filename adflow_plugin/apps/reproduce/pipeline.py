@@ -18,6 +18,7 @@ import yaml
 
 from adflow_plugin.apps.reproduce import runs
 from adflow_plugin.apps.reproduce.data import prepare_data
+from adflow_plugin.apps.reproduce.discriminator import summarize as discriminator_summary
 from adflow_plugin.apps.reproduce.evaluate import BICUBIC, eval_pairs, evaluate_bicubic, evaluate_run, log_disagreement
 from adflow_plugin.apps.reproduce.report import write_report
 
@@ -74,7 +75,7 @@ def estimates(preset, n_eval):
     for run in runs.train_runs(preset):
         kind, k = runs.run_kind(run), runs.flow_k(run)
         depth = (0.5 + k / 8) if k else 1.0
-        est[f'train {run}'] = preset['iters'][kind] * spi[kind] * depth
+        est[f'train {run}'] = runs.total_iters(run, preset) * spi[kind] * depth
     per_image = spi['baseflow'] * (preset['eval_size'] / preset['gt_size'])**2 / preset['batch']
     for run in runs.train_runs(preset):
         temps = runs.test_temperatures(run, preset)
@@ -190,4 +191,9 @@ class Reproduction:
             metrics[run] = evaluate_run(run, self.preset, self.pairs, self.results_dirs[run])
             for t, summary in metrics[run].items():
                 warnings += [f'{run} T={t}: {w}' for w in log_disagreement(summary)]
-        return dict(metrics=metrics, warnings=warnings)
+        discriminators = {}
+        for run in runs.train_runs(self.preset):
+            log = osp.join(self.out, 'logs', f'train_{run}.log')
+            if run == runs.ESRGAN or run.startswith('AdFlow'):
+                discriminators[run] = discriminator_summary(log) if osp.isfile(log) else None
+        return dict(metrics=metrics, warnings=warnings, discriminator=discriminators)

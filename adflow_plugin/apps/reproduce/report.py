@@ -12,6 +12,12 @@ from adflow_plugin.utils import write_json
 TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LPIPS ↓', 4), ('lr_psnr', 'LR-PSNR ↑', 2)]
 
 
+def _iterations(preset):
+    it = preset['iters']
+    return (f'Iterations: L1 {it["l1"] + it["baseflow"]} (its checkpoint at {it["l1"]} starts ESRGAN and every '
+            f'flow), then ESRGAN {it["esrgan"]}; BaseFlow {it["baseflow"]}, then AdFlow {it["adflow"]}.')
+
+
 def _fmt(value, decimals):
     return '-' if value is None else f'{value:.{decimals}f}'
 
@@ -87,6 +93,21 @@ def _per_image_table(results, preset):
     return lines
 
 
+def _discriminator_table(results):
+    lines = ['| Run | logged steps (iterations) | D accuracy real / fake | output gap real - fake | output std | '
+             'GAN / NLL gradient on G | dead-D warning |', '|---|---|---|---|---|---|---|']
+    for run, s in sorted(results.get('discriminator', {}).items()):
+        if not s:
+            lines.append(f'| {run} | no training log | - | - | - | - | - |')
+            continue
+        acc = (f'{s["d_acc_real"]:.2f} / {s["d_acc_fake"]:.2f}' if 'd_acc_real' in s else '-')
+        ratio = f'{s["gan_to_nll_grad"]:.2e}' if 'gan_to_nll_grad' in s else '-'
+        lines.append(f'| {run} | {s["logged_steps"]} ({s["from_iter"]}-{s["to_iter"]}) | {acc} | '
+                     f'{_fmt(s.get("d_gap"), 3)} | {_fmt(s.get("d_out_std"), 3)} | {ratio} | '
+                     f'{"yes" if s["dead_warning"] else "no"} |')
+    return lines
+
+
 def write_table(path, results, preset):
     info = results['info']
     lines = [f'# AdFlow in miniature: preset `{preset["name"]}`, {preset["scale"]}x', '',
@@ -94,13 +115,17 @@ def write_table(path, results, preset):
              f'({info["holdout_photos"]} more held out for checkpoint selection); evaluation: '
              f'{info["eval_photos"]} photographs from `{info["eval_dir"]}` (centre crops of at most '
              f'{preset["eval_size"]} px). Encoder: RRDB {preset["num_feat"]} features, {preset["num_block"]} '
-             f'blocks; patches {preset["gt_size"]}, batch {preset["batch"]}; iterations {preset["iters"]}. '
+             f'blocks; patches {preset["gt_size"]}, batch {preset["batch"]}. {_iterations(preset)} '
              f'Wall time {info["wall_time_min"]:.1f} min.', '',
              'PSNR, SSIM, LPIPS and LR-PSNR are means over the images of the first sample; LR-PSNR is the '
              "paper's (bicubic(SR) vs the LR input, MATLAB 8-bit bicubic). Flows: LR-PSNR and diversity over "
              f'{preset["num_samples"]} samples per image.', '', '## Table 2 layout', ''] + _table2(results, preset)
     lines += ['', '## Fig. 7: flow depth', ''] + _ladder_table(results, preset)
-    lines += ['', '## LR-PSNR per image', ''] + _per_image_table(results, preset) + ['']
+    lines += ['', '## LR-PSNR per image', ''] + _per_image_table(results, preset)
+    lines += ['', '## Discriminators', '', 'Means over the last half of the logged training steps. Accuracy: the '
+              'fraction of real (fake) patches the relativistic discriminator scores above (below) the mean of the '
+              'other kind; 0.5 is chance. ESRGAN (BasicSR) logs only its outputs.', ''] + _discriminator_table(results)
+    lines.append('')
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
 

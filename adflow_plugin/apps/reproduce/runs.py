@@ -6,13 +6,15 @@ RRDBNet trunk: ``num_feat``, ``num_block``, ``num_grow_ch``), and validates on t
 =============== ============== =====================================================================
 run             model          what
 =============== ============== =====================================================================
-L1_RRDB         SRModel        RRDBNet, L1 (the ladder's K = 0 rung; ESRGAN's pre-training; the flows'
-                               embedding is initialised from it, as the paper's recipe does)
-ESRGAN          ESRGANModel    from L1_RRDB: BasicSR's L1 1e-2 + perceptual 1 + relativistic GAN 5e-3
+L1_RRDB         SRModel        RRDBNet, L1 for ``l1 + baseflow`` iterations (the ladder's K = 0 rung, as long
+                               as a BaseFlow with its pre-training); its checkpoint at ``l1`` iterations is
+                               ESRGAN's pre-training and the flows' initial embedding (the paper's recipe)
+ESRGAN          ESRGANModel    from L1_RRDB at ``l1``: BasicSR's L1 1e-2 + perceptual 1 + relativistic GAN 5e-3
 BaseFlow_K<k>   AdFlowModel    NLL only, flow depth k
 AdFlow_K<k>     AdFlowModel    from BaseFlow_K<k>'s EMA weights: NLL + relativistic GAN
 =============== ============== =====================================================================
 """
+import math
 import os.path as osp
 
 from adflow_plugin.utils import as_list
@@ -43,6 +45,17 @@ def flow_k(name):
     return int(name.rsplit('_K', 1)[1]) if name.startswith(('BaseFlow', 'AdFlow')) else 0
 
 
+def total_iters(name, preset):
+    """Training iterations of run ``name``: the L1 rung also trains through the flows' NLL stage."""
+    iters = preset['iters']
+    return int(iters['l1'] + iters['baseflow']) if name == L1 else int(iters[run_kind(name)])
+
+
+def pretrained_l1(preset):
+    """The L1 RRDB's checkpoint at ``iters.l1``: ESRGAN's pre-training and the flows' initial embedding."""
+    return checkpoint(L1, int(preset['iters']['l1']))
+
+
 def checkpoint(name, which='latest'):
     """A run's generator checkpoint, relative to the working directory of the stages."""
     return osp.join('experiments', name, 'models', f'net_g_{which}.pth')
@@ -71,7 +84,7 @@ def _flow(preset, k):
     return dict(type='AdFlowNet', scale=preset['scale'], num_feat=preset['num_feat'], num_block=preset['num_block'],
                 num_grow_ch=preset['num_grow_ch'], embed_blocks=embed_blocks(preset['num_block']), num_levels=3,
                 flow_depth=k, num_transition=2, hidden_channels=preset['hidden'], rotation='random',
-                coupling_scale='inv_sigmoid', pretrained_embed=checkpoint(L1))
+                coupling_scale='inv_sigmoid', pretrained_embed=pretrained_l1(preset))
 
 
 def _discriminator(preset):
@@ -110,7 +123,7 @@ def _paired(name, gt, lq, **extra):
 def train_options(name, preset, data):
     """The options dict of training run ``name``."""
     kind, k = run_kind(name), flow_k(name)
-    iters = int(preset['iters'][kind])
+    iters = total_iters(name, preset)
     flow = kind in ('baseflow', 'adflow')
     train_set = dict(name='photos', type='PairedImageDataset', dataroot_gt=data['train_gt'],
                      dataroot_lq=data['train_lq'], filename_tmpl='{}', io_backend=dict(type='lmdb'),
@@ -125,15 +138,17 @@ def train_options(name, preset, data):
                train=dict(ema_decay=preset['ema_decay'], total_iter=iters, warmup_iter=-1,
                           scheduler=dict(type='MultiStepLR', milestones=[max(1, iters * 3 // 4)], gamma=0.5)),
                val=dict(val_freq=val_freq, save_img=False, metrics=_metrics(preset, flow, 1)),
-               logger=dict(print_freq=max(1, min(100, iters // 10)), save_checkpoint_freq=iters, use_tb_logger=False,
+               logger=dict(print_freq=max(1, min(100, iters // 10)), use_tb_logger=False,
                            wandb=dict(project=None, resume_id=None)))
+    # the L1 rung also keeps its checkpoint at iters.l1, where the other methods start from it
+    opt['logger']['save_checkpoint_freq'] = math.gcd(iters, int(preset['iters']['l1'])) if kind == 'l1' else iters
     train = opt['train']
     if kind == 'l1':
         train.update(optim_g=_adam(preset['lr']), pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean'))
     elif kind == 'esrgan':
         w = preset['esrgan_weights']
         opt['network_d'] = _discriminator(preset)
-        opt['path'].update(pretrain_network_g=checkpoint(L1), param_key_g='params_ema')
+        opt['path'].update(pretrain_network_g=pretrained_l1(preset), param_key_g='params_ema')
         train.update(optim_g=_adam(preset['lr_stage2']), optim_d=_adam(preset['lr_d']),
                      pixel_opt=dict(type='L1Loss', loss_weight=w['pixel'], reduction='mean'),
                      perceptual_opt=perceptual_options(w['perceptual']), gan_opt=_gan(w['gan']),

@@ -1,0 +1,48 @@
+"""Is the adversarial term alive? Each GAN run's discriminator, read from its BasicSR training log.
+
+AdFlowModel logs at ``print_freq`` the discriminator's accuracy on real and on fake patches
+(``d_acc_real``, ``d_acc_fake``; 0.5 is chance), the mean gap of its outputs (``d_gap``), their spread
+(``d_out_std``) and the gradient norms the GAN and the NLL terms send to the generator; BasicSR's
+ESRGANModel logs its raw outputs (``out_d_real``, ``out_d_fake``). The summary averages the last half of
+the logged steps, where a discriminator that learned something shows it, and says whether the run warned
+that its discriminator was dead.
+"""
+import re
+
+_STEP = re.compile(r'\[[^\]]*iter:\s*([\d,]+),[^\]]*\]\s*\[eta[^\]]*\]\s*(.*)$')
+_VALUE = re.compile(r'([A-Za-z_][\w]*): ([-+0-9.eE]+|nan|inf)')
+DEAD_WARNING = 'the discriminator is dead'
+KEYS = ('d_acc_real', 'd_acc_fake', 'd_gap', 'd_out_std', 'grad_norm_g_gan', 'grad_norm_g_nll', 'out_d_real',
+        'out_d_fake', 'l_d_real', 'l_d_fake')
+
+
+def logged_steps(path):
+    """``[(iteration, {name: value})]`` of every training line of a BasicSR log, in order."""
+    steps = []
+    with open(path, encoding='utf-8', errors='replace') as f:
+        for line in f:
+            m = _STEP.search(line)
+            if m:
+                steps.append((int(m.group(1).replace(',', '')),
+                              {k: float(v) for k, v in _VALUE.findall(m.group(2))}))
+    return steps
+
+
+def summarize(path):
+    """Means over the last half of the logged steps of a GAN run (``None`` when it logged none)."""
+    steps = logged_steps(path)
+    if not steps:
+        return None
+    tail = steps[len(steps) // 2:]
+    summary = {'logged_steps': len(tail), 'from_iter': tail[0][0], 'to_iter': tail[-1][0]}
+    for key in KEYS:
+        values = [v[key] for _, v in tail if key in v]
+        if values:
+            summary[key] = sum(values) / len(values)
+    if 'd_gap' not in summary and 'out_d_real' in summary:
+        summary['d_gap'] = summary['out_d_real'] - summary['out_d_fake']
+    if summary.get('grad_norm_g_nll'):
+        summary['gan_to_nll_grad'] = summary.get('grad_norm_g_gan', 0.0) / summary['grad_norm_g_nll']
+    with open(path, encoding='utf-8', errors='replace') as f:
+        summary['dead_warning'] = DEAD_WARNING in f.read()
+    return summary
