@@ -63,7 +63,7 @@ class Progress:
 
     def end(self, stage, started, ran=True):
         self.done.append(stage)
-        if ran:
+        if ran and stage.startswith('train '):  # training dominates: its pace corrects every estimate
             self.measured += time.time() - started
             self.predicted += self.estimates[stage]
 

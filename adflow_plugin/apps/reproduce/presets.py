@@ -43,7 +43,7 @@ PRESETS = {
                   step=288, eval_size=128, num_samples=4, ema_decay=0.98,
                   iters=dict(l1=3000, esrgan=700, baseflow=2000, adflow=700),
                   sec_per_iter=dict(l1=0.015, esrgan=0.09, baseflow=0.06, adflow=0.08)),
-    # the CPU preset (2 cores, over an hour): the published numbers come from this one. Measured at this size
+    # the CPU preset (2 cores, 53 minutes measured): the published numbers come from this one. Measured at this size
     # on the scikit-image photographs: the L1 RRDB passes bicubic's LR-PSNR (40.6 dB) between 3000 and 4000
     # iterations (32.0, 36.3, 39.6, 41.6 dB at 1000-4000), and a BaseFlow K=4 started from it falls to
     # 34.5 dB at T = 0.9 after 1000 iterations and climbs back more and more slowly (38.6 at 2000, 40.2 at

@@ -32,7 +32,8 @@ def main_rows(results, preset):
     return [r for r in rows if r[1] in results['metrics']]
 
 
-def _table2(results, preset):
+def table2_lines(results, preset):
+    """The paper's Table 2 layout as markdown lines (also in the README's reproduction section)."""
     bicubic = results['metrics'][BICUBIC]['-']['per_image']
     n = len(bicubic)
     head = ['Method'] + [c[1] for c in TABLE_COLUMNS] + [
@@ -68,7 +69,8 @@ def ladder(results, preset):
     return points
 
 
-def _ladder_table(results, preset):
+def ladder_lines(results, preset):
+    """Fig. 7's ladder (LR-PSNR and LPIPS against K) as markdown lines."""
     lines = ['| Method | K | T | LR-PSNR ↑ | LR-PSNR worst image | LPIPS ↓ |', '|---|---|---|---|---|---|']
     l1 = results['metrics'][L1]['-']
     lines.append(f'| L1 (RRDB) | 0 | - | {l1["mean"]["lr_psnr"]:.2f} | {l1["worst"]["lr_psnr"]:.2f} | '
@@ -83,7 +85,8 @@ def _ladder_table(results, preset):
     return lines
 
 
-def _per_image_table(results, preset):
+def per_image_lines(results, preset):
+    """LR-PSNR of every evaluation image and Table-2 row as markdown lines."""
     rows = main_rows(results, preset)
     head = ['Image'] + [label for label, _, _ in rows]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -93,7 +96,8 @@ def _per_image_table(results, preset):
     return lines
 
 
-def _discriminator_table(results):
+def discriminator_lines(results):
+    """Each GAN run's discriminator (see ``discriminator.summarize``) as markdown lines."""
     lines = ['| Run | logged steps (iterations) | D accuracy real / fake | output gap real - fake | output std | '
              'GAN / NLL gradient on G | dead-D warning |', '|---|---|---|---|---|---|---|']
     for run, s in sorted(results.get('discriminator', {}).items()):
@@ -119,12 +123,12 @@ def write_table(path, results, preset):
              f'Wall time {info["wall_time_min"]:.1f} min.', '',
              'PSNR, SSIM, LPIPS and LR-PSNR are means over the images of the first sample; LR-PSNR is the '
              "paper's (bicubic(SR) vs the LR input, MATLAB 8-bit bicubic). Flows: LR-PSNR and diversity over "
-             f'{preset["num_samples"]} samples per image.', '', '## Table 2 layout', ''] + _table2(results, preset)
-    lines += ['', '## Fig. 7: flow depth', ''] + _ladder_table(results, preset)
-    lines += ['', '## LR-PSNR per image', ''] + _per_image_table(results, preset)
+             f'{preset["num_samples"]} samples per image.', '', '## Table 2 layout', ''] + table2_lines(results, preset)
+    lines += ['', '## Fig. 7: flow depth', ''] + ladder_lines(results, preset)
+    lines += ['', '## LR-PSNR per image', ''] + per_image_lines(results, preset)
     lines += ['', '## Discriminators', '', 'Means over the last half of the logged training steps. Accuracy: the '
               'fraction of real (fake) patches the relativistic discriminator scores above (below) the mean of the '
-              'other kind; 0.5 is chance. ESRGAN (BasicSR) logs only its outputs.', ''] + _discriminator_table(results)
+              'other kind; 0.5 is chance. ESRGAN (BasicSR) logs only its outputs.', ''] + discriminator_lines(results)
     lines.append('')
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
