@@ -150,8 +150,8 @@ class Reproduction:
         opt = runs.test_options(run, self.preset, self.data, self._test_weights(run))
         results_dir = self.results_dirs[run]
         marker = osp.join(results_dir, 'reproduce_test.json')
-        want = dict(weights=opt['path']['pretrain_network_g'], mtime=osp.getmtime(osp.join(self.out,
-                                                                                        opt['path']['pretrain_network_g'])))
+        weights = opt['path']['pretrain_network_g']
+        want = dict(weights=weights, mtime=osp.getmtime(osp.join(self.out, weights)))
         done = False
         if osp.isfile(marker):
             with open(marker) as f:
