@@ -29,7 +29,7 @@ def register(subparsers):
     p.add_argument('--eval-dir', metavar='DIR', help="folder of evaluation photographs (default: scikit-image's)")
     p.add_argument('--out', default='reproduction', metavar='DIR', help='output folder (default: %(default)s)')
     p.add_argument('--preset', choices=sorted(PRESETS), default='full',
-                   help='full: about 55 min on 2 CPU cores (default); quick: about 10 min; gpu: about 8 min on one '
+                   help='full: about 55 min on 2 CPU cores (default); quick: about 11 min; gpu: about 8 min on one '
                    'large GPU with a wider encoder; tiny: seconds, for tests only')
     p.add_argument('--quick', dest='preset', action='store_const', const='quick', help='same as --preset quick')
     p.add_argument('--holdout', type=int, metavar='N', help='training photographs held out for checkpoint selection '

@@ -35,7 +35,7 @@ PRESETS = {
                  batch=2, crop=64, step=64, eval_size=64, holdout_size=64, num_samples=2, ema_decay=0.9,
                  iters=dict(l1=4, esrgan=2, baseflow=4, adflow=2),
                  sec_per_iter=dict(l1=0.05, esrgan=0.1, baseflow=0.1, adflow=0.15)),
-    # about 10 minutes on 2 CPU cores: the pipeline and rough numbers, not the claims. Measured at this size
+    # 10.9 minutes on 2 CPU cores: the pipeline and rough numbers, not the claims. Measured at this size
     # on the scikit-image photographs: the L1 RRDB's LR-PSNR still rises by about 0.6 dB per 1000
     # iterations at 12000 (38.2 dB, bicubic 40.6), and a BaseFlow K=4 started from it needs about 6000
     # iterations to come back to its starting point (29.2 dB at 1000, 36.9 at 4000, 38.9 at 7000)
