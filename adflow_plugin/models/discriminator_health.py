@@ -15,6 +15,8 @@ relativistic loss's minimum when no signal is found: a constant output) also has
 """
 import torch
 
+DEAD_D_PHRASE = 'the discriminator is dead'  # in the warning; the reproduction's report looks for it
+
 
 def _sign_score(diff, positive=True):
     """1 for a correct sign, 0 for a wrong one, 1/2 for a tie (a constant D scores chance, 0.5)."""
@@ -81,7 +83,7 @@ class DeadDiscriminatorMonitor:
             return None
         self.warned = True
         std, gap = float(stats['d_out_std']), float(stats['d_gap'])
-        return (f'iter {current_iter}: the discriminator is dead (its outputs have not depended on its input for '
+        return (f'iter {current_iter}: {DEAD_D_PHRASE} (its outputs have not depended on its input for '
                 f'{self.dead_steps} logged steps: std {std:.2e}, real-fake gap {gap:+.2e}), so the GAN term teaches '
                 'the generator nothing and stage 2 is only more NLL training; try a lower optim_d lr (1e-4 learned '
                 'where 1e-3 died), then a wider network_d or train.real_noise (README: "Is the discriminator '

@@ -9,28 +9,37 @@ that its discriminator was dead.
 """
 import re
 
+from adflow_plugin.models.discriminator_health import DEAD_D_PHRASE
+
 _STEP = re.compile(r'\[[^\]]*iter:\s*([\d,]+),[^\]]*\]\s*\[eta[^\]]*\]\s*(.*)$')
 _VALUE = re.compile(r'([A-Za-z_][\w]*): ([-+0-9.eE]+|nan|inf)')
-DEAD_WARNING = 'the discriminator is dead'
 KEYS = ('d_acc_real', 'd_acc_fake', 'd_gap', 'd_out_std', 'grad_norm_g_gan', 'grad_norm_g_nll', 'out_d_real',
         'out_d_fake', 'l_d_real', 'l_d_fake')
 
 
+def _read(path):
+    with open(path, encoding='utf-8', errors='replace') as f:
+        return f.read()
+
+
+def _steps(text):
+    steps = []
+    for line in text.splitlines():
+        m = _STEP.search(line)
+        if m:
+            steps.append((int(m.group(1).replace(',', '')), {k: float(v) for k, v in _VALUE.findall(m.group(2))}))
+    return steps
+
+
 def logged_steps(path):
     """``[(iteration, {name: value})]`` of every training line of a BasicSR log, in order."""
-    steps = []
-    with open(path, encoding='utf-8', errors='replace') as f:
-        for line in f:
-            m = _STEP.search(line)
-            if m:
-                steps.append((int(m.group(1).replace(',', '')),
-                              {k: float(v) for k, v in _VALUE.findall(m.group(2))}))
-    return steps
+    return _steps(_read(path))
 
 
 def summarize(path):
     """Means over the last half of the logged steps of a GAN run (``None`` when it logged none)."""
-    steps = logged_steps(path)
+    text = _read(path)
+    steps = _steps(text)
     if not steps:
         return None
     tail = steps[len(steps) // 2:]
@@ -43,6 +52,5 @@ def summarize(path):
         summary['d_gap'] = summary['out_d_real'] - summary['out_d_fake']
     if summary.get('grad_norm_g_nll'):
         summary['gan_to_nll_grad'] = summary.get('grad_norm_g_gan', 0.0) / summary['grad_norm_g_nll']
-    with open(path, encoding='utf-8', errors='replace') as f:
-        summary['dead_warning'] = DEAD_WARNING in f.read()
+    summary['dead_warning'] = DEAD_D_PHRASE in text
     return summary
