@@ -186,14 +186,12 @@ class Reproduction:
     def _evaluate(self):
         self.pairs = eval_pairs(self.data)
         metrics = {BICUBIC: {'-': evaluate_bicubic(self.pairs, self.preset['scale'])}}
-        warnings = []
+        warnings, discriminators = [], {}
         for run in runs.train_runs(self.preset):
             metrics[run] = evaluate_run(run, self.preset, self.pairs, self.results_dirs[run])
             for t, summary in metrics[run].items():
                 warnings += [f'{run} T={t}: {w}' for w in log_disagreement(summary)]
-        discriminators = {}
-        for run in runs.train_runs(self.preset):
-            log = osp.join(self.out, 'logs', f'train_{run}.log')
-            if run == runs.ESRGAN or run.startswith('AdFlow'):
+            if runs.run_kind(run) in ('esrgan', 'adflow'):  # the GAN runs
+                log = osp.join(self.out, 'logs', f'train_{run}.log')
                 discriminators[run] = discriminator_summary(log) if osp.isfile(log) else None
         return dict(metrics=metrics, warnings=warnings, discriminator=discriminators)

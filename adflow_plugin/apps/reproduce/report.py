@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from adflow_plugin.apps.reproduce.evaluate import BICUBIC, sample_paths
-from adflow_plugin.apps.reproduce.runs import ESRGAN, L1, adflow, baseflow, test_temperatures
+from adflow_plugin.apps.reproduce.runs import ESRGAN, L1, adflow, baseflow, test_temperatures, total_iters
 from adflow_plugin.utils import write_json
 
 TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LPIPS ↓', 4), ('lr_psnr', 'LR-PSNR ↑', 2)]
@@ -14,7 +14,7 @@ TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LP
 
 def _iterations(preset):
     it = preset['iters']
-    return (f'Iterations: L1 {it["l1"] + it["baseflow"]} (its checkpoint at {it["l1"]} starts ESRGAN and every '
+    return (f'Iterations: L1 {total_iters(L1, preset)} (its checkpoint at {it["l1"]} starts ESRGAN and every '
             f'flow), then ESRGAN {it["esrgan"]}; BaseFlow {it["baseflow"]}, then AdFlow {it["adflow"]}.')
 
 

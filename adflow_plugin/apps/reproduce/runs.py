@@ -138,10 +138,10 @@ def train_options(name, preset, data):
                train=dict(ema_decay=preset['ema_decay'], total_iter=iters, warmup_iter=-1,
                           scheduler=dict(type='MultiStepLR', milestones=[max(1, iters * 3 // 4)], gamma=0.5)),
                val=dict(val_freq=val_freq, save_img=False, metrics=_metrics(preset, flow, 1)),
+               # the L1 rung also keeps its checkpoint at iters.l1, where the other methods start from it
                logger=dict(print_freq=max(1, min(100, iters // 10)), use_tb_logger=False,
+                           save_checkpoint_freq=math.gcd(iters, int(preset['iters']['l1'])) if kind == 'l1' else iters,
                            wandb=dict(project=None, resume_id=None)))
-    # the L1 rung also keeps its checkpoint at iters.l1, where the other methods start from it
-    opt['logger']['save_checkpoint_freq'] = math.gcd(iters, int(preset['iters']['l1'])) if kind == 'l1' else iters
     train = opt['train']
     if kind == 'l1':
         train.update(optim_g=_adam(preset['lr']), pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean'))
