@@ -16,7 +16,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from adflow_plugin import resume
 from adflow_plugin.archs.flow_layers import ActNorm, amp_dtype
 from adflow_plugin.models.adflow_validation import AdFlowValidation
-from adflow_plugin.models.discriminator_health import DeadDiscriminatorMonitor, discriminator_stats
+from adflow_plugin.models.discriminator_health import (ChanceDiscriminatorMonitor, DeadDiscriminatorMonitor,
+                                                        discriminator_stats)
 from adflow_plugin.utils import as_list
 
 
@@ -47,6 +48,14 @@ class AdFlowModel(AdFlowValidation, SRModel):
             as dead. Default: 1e-3, 1e-3.
         stop_on_dead_d: stop the run (RuntimeError with the same message) instead of only warning.
             Default: false.
+        chance_d_window, chance_d_accuracy: warn when the discriminator's balanced accuracy, averaged over
+            the last ``chance_d_window`` logged steps, is at most ``chance_d_accuracy``: its outputs vary
+            but do not separate real from fake. 0 disables. Default: 20, 0.55. Only a warning.
+        d_batch: 'separate' (BasicSR's ESRGANModel: the discriminator sees the real and the fake images in
+            two forward passes, so its BatchNorm normalises each set by its own statistics and any difference
+            the two sets share across the batch, such as their overall noise or sharpness, is normalised
+            away) or 'joint' (one forward pass over real and fake together: one set of statistics).
+            Default: 'separate'.
     Logged at print_freq in stage 2 (see discriminator_health): d_acc_real, d_acc_fake, d_gap, d_out_std,
     and grad_norm_g_nll / grad_norm_g_gan, the gradient norms the two terms send to the generator.
     ``val``:
@@ -121,9 +130,14 @@ class AdFlowModel(AdFlowValidation, SRModel):
         self.max_consecutive_skips = int(train_opt.get('max_consecutive_skips', 100))
         self.real_noise = bool(train_opt.get('real_noise', True))
         self.stop_on_dead_d = bool(train_opt.get('stop_on_dead_d', False))
+        self.d_batch = train_opt.get('d_batch', 'separate')
+        if self.d_batch not in ('separate', 'joint'):
+            raise ValueError(f"train.d_batch must be 'separate' or 'joint', got {self.d_batch!r}")
         self.dead_d_monitor = DeadDiscriminatorMonitor(train_opt.get('dead_d_patience', 5),
                                                        train_opt.get('dead_d_std', 1e-3),
                                                        train_opt.get('dead_d_gap', 1e-3))
+        self.chance_d_monitor = ChanceDiscriminatorMonitor(train_opt.get('chance_d_window', 20),
+                                                           train_opt.get('chance_d_accuracy', 0.55))
 
         self.setup_optimizers()
         self.setup_schedulers()
@@ -257,8 +271,8 @@ class AdFlowModel(AdFlowValidation, SRModel):
         # the discriminator's real images: the clean HR, or the same dequantised HR the NLL saw
         self.real_d = gt_in if gan_stage and self.real_noise else self.gt
         if update_g_gan:  # relativistic GAN loss, as ESRGAN
-            real_d_pred = self.net_d(self.real_d).detach()
-            fake_g_pred = self.net_d(self.output)
+            real_d_pred, fake_g_pred = self._d_outputs(self.real_d, self.output)
+            real_d_pred = real_d_pred.detach()
             l_g_real = self.cri_gan(real_d_pred - torch.mean(fake_g_pred), False, is_disc=False)
             l_g_fake = self.cri_gan(fake_g_pred - torch.mean(real_d_pred), True, is_disc=False)
             l_g_gan = (l_g_real + l_g_fake) / 2
@@ -302,6 +316,12 @@ class AdFlowModel(AdFlowValidation, SRModel):
             squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
             loss_dict[name] = torch.stack(squares).sum().sqrt()
 
+    def _d_outputs(self, real, fake):
+        """D's outputs on ``real`` and on ``fake``: two forward passes, or one over both (``train.d_batch``)."""
+        if self.d_batch == 'joint':
+            return self.net_d(torch.cat([real, fake])).split([real.shape[0], fake.shape[0]])
+        return self.net_d(real), self.net_d(fake)
+
     def _optimize_d(self, current_iter, loss_dict):
         """The discriminator's gradients; returns whether its loss and gradients are finite on every process
         (the caller then steps both optimizers, or skips the whole step)."""
@@ -309,14 +329,19 @@ class AdFlowModel(AdFlowValidation, SRModel):
             p.requires_grad = True
         self.optimizer_d.zero_grad()
         fake = self.output.detach()
-        # real and fake backwarded separately, as ESRGANModel (DDP + BatchNorm in-place issue)
-        fake_d_pred = self.net_d(fake).detach()
-        real_d_pred = self.net_d(self.real_d)
-        l_d_real = self.cri_gan(real_d_pred - torch.mean(fake_d_pred), True, is_disc=True) * 0.5
-        l_d_real.backward()
-        fake_d_pred = self.net_d(fake)
-        l_d_fake = self.cri_gan(fake_d_pred - torch.mean(real_d_pred.detach()), False, is_disc=True) * 0.5
-        l_d_fake.backward()
+        if self.d_batch == 'joint':  # one forward and one backward pass over real and fake together
+            real_d_pred, fake_d_pred = self._d_outputs(self.real_d, fake)
+            l_d_real = self.cri_gan(real_d_pred - torch.mean(fake_d_pred.detach()), True, is_disc=True) * 0.5
+            l_d_fake = self.cri_gan(fake_d_pred - torch.mean(real_d_pred.detach()), False, is_disc=True) * 0.5
+            (l_d_real + l_d_fake).backward()
+        else:  # real and fake backwarded separately, as ESRGANModel (DDP + BatchNorm in-place issue)
+            fake_d_pred = self.net_d(fake).detach()
+            real_d_pred = self.net_d(self.real_d)
+            l_d_real = self.cri_gan(real_d_pred - torch.mean(fake_d_pred), True, is_disc=True) * 0.5
+            l_d_real.backward()
+            fake_d_pred = self.net_d(fake)
+            l_d_fake = self.cri_gan(fake_d_pred - torch.mean(real_d_pred.detach()), False, is_disc=True) * 0.5
+            l_d_fake.backward()
         norm = self._grad_norm(self.net_d.parameters())
         loss_dict['l_d_real'] = l_d_real.detach()
         loss_dict['l_d_fake'] = l_d_fake.detach()
@@ -329,21 +354,28 @@ class AdFlowModel(AdFlowValidation, SRModel):
         return self._all_ranks_finite(norm, l_d_real + l_d_fake)
 
     def _check_dead_d(self, stats, current_iter):
-        if self.dead_d_monitor.patience <= 0:
+        """The two health monitors on one logged step: a constant D (warns, or stops the run with
+        ``stop_on_dead_d``) and a D at chance (warns)."""
+        if self.dead_d_monitor.patience <= 0 and self.chance_d_monitor.window <= 0:
             return
-        # dead only if dead on every process, so that all stop together under DDP
-        flag = self.dead_d_monitor.looks_dead(stats).float().reshape(1)  # one host read per logged step
+        # dead only if dead on every process, so that all stop together; the accuracy and gap are averaged
+        dead = self.dead_d_monitor.looks_dead(stats).float().reshape(1)
+        mean = torch.stack([(stats['d_acc_real'] + stats['d_acc_fake']) / 2, stats['d_gap']]).float()
         if self.opt['dist'] and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        dead = bool(flag.item() > 0)
-        message = self.dead_d_monitor.update(dead, stats, current_iter)
-        if message is None:
-            return
+            dist.all_reduce(dead, op=dist.ReduceOp.MIN)
+            dist.all_reduce(mean)
+            mean /= dist.get_world_size()
+        dead_flag, accuracy, gap = torch.cat([dead, mean]).tolist()  # one host read per logged step
         logger = get_root_logger()
-        if self.stop_on_dead_d:
-            logger.error(message)
-            raise RuntimeError(message)
-        logger.warning(message)
+        message = self.dead_d_monitor.update(dead_flag > 0, stats, current_iter)
+        if message is not None:
+            if self.stop_on_dead_d:
+                logger.error(message)
+                raise RuntimeError(message)
+            logger.warning(message)
+        message = self.chance_d_monitor.update(accuracy, gap, current_iter)
+        if message is not None:
+            logger.warning(message)
 
     # ------------------------------------------------------------------ inference
     def _test_net(self):

@@ -12,10 +12,16 @@ positive and ``D(fake) - mean D(real)`` negative. Its accuracy is counted the sa
 
 A discriminator that learns nothing sits at accuracy ~0.5 and gap ~0; a dead one (the
 relativistic loss's minimum when no signal is found: a constant output) also has ``d_out_std`` ~0.
+Two monitors watch the logged steps: :class:`DeadDiscriminatorMonitor` for a constant D, and
+:class:`ChanceDiscriminatorMonitor` for one whose outputs still vary but do not tell real from fake
+(seen in the miniature reproduction: accuracy 0.5 for 2,100 iterations with an output spread of 0.02-0.08).
 """
+from collections import deque
+
 import torch
 
-DEAD_D_PHRASE = 'the discriminator is dead'  # in the warning; the reproduction's report looks for it
+DEAD_D_PHRASE = 'the discriminator is dead'  # in the warnings; the reproduction's report looks for them
+CHANCE_D_PHRASE = 'the discriminator is at chance'
 
 
 def _sign_score(diff, positive=True):
@@ -88,3 +94,45 @@ class DeadDiscriminatorMonitor:
                 'the generator nothing and stage 2 is only more NLL training; try a lower optim_d lr (1e-4 learned '
                 'where 1e-3 died), then a wider network_d or train.real_noise (README: "Is the discriminator '
                 'alive?"; train.stop_on_dead_d: true stops the run here)')
+
+
+class ChanceDiscriminatorMonitor:
+    """Reports a discriminator whose accuracy has stayed at chance over a window of logged steps.
+
+    The balanced accuracy ``(d_acc_real + d_acc_fake) / 2`` of one logged batch is noisy (a batch of 8
+    scores in steps of 1/16), so the monitor averages it over the last ``window`` logged steps: at
+    chance that mean is 0.5 give or take about 0.03 for 20 steps of 8, and a discriminator that has
+    learned anything (0.6 and above) stays clear of ``accuracy``.
+
+    Args:
+        window (int): Logged steps averaged; 0 disables. Default: 20.
+        accuracy (float): Mean balanced accuracy at or below which D counts as at chance. Default: 0.55.
+    """
+
+    def __init__(self, window=20, accuracy=0.55):
+        self.window = int(window)
+        self.accuracy = float(accuracy)
+        self.recent = deque(maxlen=max(self.window, 1))
+        self.warned = False
+
+    def update(self, balanced_accuracy, gap, current_iter):
+        """Feed one logged step (floats, agreed by all processes); returns the one-line message the first
+        time the window's mean accuracy is at chance (again only after D has left chance)."""
+        if self.window <= 0:
+            return None
+        self.recent.append(float(balanced_accuracy))
+        mean = sum(self.recent) / len(self.recent)
+        if len(self.recent) < self.window:
+            return None
+        if mean > self.accuracy:
+            self.warned = False
+            return None
+        if self.warned:
+            return None
+        self.warned = True
+        return (f'iter {current_iter}: {CHANCE_D_PHRASE} (mean accuracy {mean:.2f} over the last {self.window} '
+                f'logged steps, real-fake gap {gap:+.2e}): it does not tell the samples from the real images, so '
+                'the GAN term gives the generator no direction and stage 2 is mostly more NLL training; '
+                'benchmarks/discriminator_probe.py shows whether a discriminator can tell them apart at all (on '
+                'smooth training patches it cannot), then try a longer stage 2 or a lower optim_d lr (README: '
+                '"Is the discriminator alive?")')
