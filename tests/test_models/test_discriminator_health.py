@@ -1,5 +1,7 @@
-"""Stage 2's discriminator health numbers, the dead-discriminator warning and train.stop_on_dead_d."""
+"""Stage 2's discriminator health numbers, the dead- and chance-discriminator warnings, train.stop_on_dead_d and
+train.d_batch."""
 import logging
+import os
 import random
 
 import pytest
@@ -100,10 +102,35 @@ def test_stop_on_dead_d_stops_the_run(demo_data, tmp_path):
         train_steps(model, opt, 6)
 
 
-def test_live_discriminator_beats_chance(demo_data, tmp_path):
+def test_blind_discriminator_warns_at_chance(demo_data, tmp_path):
+    """D's outputs vary with its input (not dead), but the fakes are its real images: it stays at chance, and
+    the chance warning (not the dead one) says so once, when its window is full."""
+    torch.manual_seed(0)
+    opt = tiny_flow_options(demo_data, 'blind_d', stage=2, total_iter=6, val=False, ema_decay=0, real_noise=True,
+                            dead_d_patience=3, chance_d_window=4)
+    opt['logger']['print_freq'] = 1
+    model = in_process_model(opt, tmp_path)
+    model.net_g = SampleIsInput(model.net_g)
+    records = Records()
+    logging.getLogger('basicsr').addHandler(records)
+    try:
+        logged = train_steps(model, opt, 6)
+    finally:
+        logging.getLogger('basicsr').removeHandler(records)
+    # above the dead threshold (1e-3) on every step, and exactly at chance
+    assert all(d['d_out_std'] > 1e-3 and d['d_acc_real'] + d['d_acc_fake'] == 1 for d in logged), logged
+    chance = [m for m in records.messages if 'discriminator is at chance' in m]
+    assert len(chance) == 1 and '\n' not in chance[0] and chance[0].startswith('iter 4:'), records.messages
+    assert 'mean accuracy 0.50 over the last 4' in chance[0] and 'discriminator_probe.py' in chance[0]
+    assert not any('discriminator is dead' in m for m in records.messages)
+
+
+@pytest.mark.parametrize('d_batch', ['separate', 'joint'])
+def test_live_discriminator_beats_chance(demo_data, tmp_path, d_batch):
     # an untrained flow: its samples are clearly wrong, and the discriminator soon separates them
     torch.manual_seed(0)
-    opt = tiny_flow_options(demo_data, 'live_d', stage=2, total_iter=16, val=False, dead_d_patience=3)
+    opt = tiny_flow_options(demo_data, 'live_d', stage=2, total_iter=16, val=False, dead_d_patience=3,
+                            d_batch=d_batch)
     opt['logger']['print_freq'] = 2
     model = in_process_model(opt, tmp_path)
     logged = train_steps(model, opt, 16)
@@ -116,3 +143,49 @@ def test_live_discriminator_beats_chance(demo_data, tmp_path):
     for d in logged:
         nll, gan, total = d['grad_norm_g_nll'], d['grad_norm_g_gan'], d['grad_norm_g']
         assert gan > 0 and abs(nll - gan) * (1 - 1e-4) <= total <= (nll + gan) * (1 + 1e-4), d
+
+
+@pytest.mark.parametrize('d_batch, batches', [('separate', [2, 2, 2, 2, 2]), ('joint', [4, 4])])
+def test_d_batch_sets_what_batchnorm_normalises_together(demo_data, tmp_path, d_batch, batches):
+    """'separate' (as ESRGANModel): real and fake each in their own forward pass, so BatchNorm sees batches of
+    2; 'joint': one pass over both, in the generator's step and in the discriminator's."""
+    torch.manual_seed(0)
+    opt = tiny_flow_options(demo_data, 'd_batch', stage=2, total_iter=1, val=False, d_batch=d_batch)
+    model = in_process_model(opt, tmp_path)
+    seen = []
+    model.net_d.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    train_steps(model, opt, 1)
+    assert opt['datasets']['train']['batch_size_per_gpu'] == 2 and seen == batches
+
+
+def test_d_batch_is_checked(demo_data, tmp_path):
+    opt = tiny_flow_options(demo_data, 'd_batch', stage=2, total_iter=1, val=False, d_batch='together')
+    with pytest.raises(ValueError, match="train.d_batch must be 'separate' or 'joint', got 'together'"):
+        in_process_model(opt, tmp_path)
+
+
+def test_discriminator_probe_controls(demo_data, tmp_path):
+    """benchmarks/discriminator_probe.py on the demo LMDB: blurry fakes (the positive control) are learned,
+    and the flow path (a generator checkpoint on disk, samples from the LR) runs to its summary line."""
+    import subprocess
+    import sys
+
+    from basicsr.archs import build_network
+
+    from tests.conftest import REPO, write_options
+    opt = tiny_flow_options(demo_data, 'probe', stage=2, total_iter=1)
+    options = write_options(str(tmp_path), opt)
+    weights = str(tmp_path / 'g.pth')
+    torch.manual_seed(0)
+    torch.save({'params': build_network(opt['network_g']).state_dict()}, weights)
+    probe = [sys.executable, f'{REPO}/benchmarks/discriminator_probe.py', '-opt', options, '--weights', weights,
+             '--eval-crops', '16', '--every', '100']
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
+    blurry = subprocess.run(probe + ['--fake', 'bicubic', '--iters', '300', '--lr', '4e-4'], capture_output=True,
+                            text=True, env=env, check=True).stdout
+    summary = blurry.strip().splitlines()[-1]
+    accuracy = [float(summary.split('train acc real ')[1].split()[0]), float(summary.split(' fake ')[-1].split()[0])]
+    assert summary.startswith('discriminator_probe: g.pth fake=bicubic') and min(accuracy) > 0.8, blurry
+    flow = subprocess.run(probe + ['--fake', 'flow', '--iters', '5', '--min-detail', '0.001'], capture_output=True,
+                          text=True, env=env, check=True).stdout
+    assert 'fake=flow T=1 5 iters' in flow and 'held-out pairwise acc' in flow, flow
