@@ -34,6 +34,9 @@ def register(subparsers):
     p.add_argument('--quick', dest='preset', action='store_const', const='quick', help='same as --preset quick')
     p.add_argument('--holdout', type=int, metavar='N', help='training photographs held out for checkpoint selection '
                    '(default: 2)')
+    p.add_argument('--min-detail', type=float, metavar='X', help='leave out training sub-images with less detail '
+                   '(std of the HR minus its 5x5 mean, [0, 1] units) than X; 0 keeps every one (default: 0.009, the '
+                   "flow's dequantisation noise)")
     p.add_argument('--verbose', action='store_true', help="show BasicSR's output (default: OUT/logs/<stage>.log)")
     p.set_defaults(func=run_reproduce)
 
@@ -48,7 +51,10 @@ def run_reproduce(args):
     from adflow_plugin.apps.reproduce.presets import get_preset
 
     load_plugins()
-    preset = get_preset(args.preset, holdout=args.holdout)
+    if args.min_detail is not None and args.min_detail < 0:
+        raise CLIError(f'--min-detail {args.min_detail:g}: the detail threshold cannot be negative (0 keeps every '
+                       'sub-image)')
+    preset = get_preset(args.preset, holdout=args.holdout, min_detail=args.min_detail)
     try:
         if not osp.isdir(args.train_dir):
             raise PrepareError(f'--train-dir {args.train_dir} is not a folder; {MATE_HINT}')

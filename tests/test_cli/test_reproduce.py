@@ -97,3 +97,36 @@ def test_reproduce_refuses_eval_photos_it_trained_on(cli, photos, tmp_path):
     assert not (tmp_path / 'held').exists()  # refused before anything is written
     missing = cli(['reproduce', '--train-dir', tmp_path / 'nowhere', '--preset', 'tiny'], cwd=tmp_path, check=False)
     assert missing.returncode == 2 and 'mate-backgrounds' in missing.stderr and 'Traceback' not in missing.stderr
+
+
+def test_reproduce_leaves_smooth_sub_images_out(cli, photos, tmp_path):
+    """Sub-images with less detail than --min-detail (default: the flow's dequantisation noise) do not reach the
+    training LMDBs: one photograph is a smooth gradient, where a discriminator has nothing to see."""
+    from adflow_plugin.apps.reproduce.data import detail, prepare_data
+    from adflow_plugin.apps.reproduce.presets import get_preset
+    from adflow_plugin.data.recipe import PrepareError
+
+    folder = tmp_path / 'mixed'
+    os.makedirs(folder)
+    gravel = cv2.imread(str(photos / 'train' / 'gravel.png'))
+    ramp = cv2.GaussianBlur(gravel, (0, 0), 25)  # the same colours, no detail left
+    cv2.imwrite(str(folder / 'gravel.png'), gravel)
+    cv2.imwrite(str(folder / 'smooth.png'), ramp)
+    assert detail(ramp) < 0.009 < detail(gravel)
+    files = [str(folder / 'gravel.png'), str(folder / 'smooth.png')]
+    evals = [str(photos / 'eval' / 'chelsea.png')]
+    logs = []
+    preset = get_preset('tiny', holdout=0, min_detail=0.009)
+    prepare_data(str(tmp_path / 'data'), files, evals, preset, log=logs.append)
+    with open(tmp_path / 'data' / 'train' / 'GT.lmdb' / 'meta_info.txt') as f:
+        keys = [line.split()[0] for line in f]
+    assert keys and all(k.startswith('gravel_') for k in keys), keys
+    assert any(f'({len(keys)} of {2 * len(keys)} with detail under 0.009 left out)' in line for line in logs), logs
+
+    with pytest.raises(PrepareError, match='too smooth to train on, or lower --min-detail'):
+        prepare_data(str(tmp_path / 'flat'), files[1:], evals, preset, log=logs.append)
+    assert not (tmp_path / 'flat').exists()  # nothing half-written
+    negative = cli(['reproduce', '--train-dir', folder, '--min-detail', '-1', '--preset', 'tiny', '--out', 'neg'],
+                   cwd=tmp_path, check=False)
+    assert negative.returncode == 2 and len(negative.stderr.strip().splitlines()) == 1, negative.stderr
+    assert '--min-detail -1' in negative.stderr and not (tmp_path / 'neg').exists()

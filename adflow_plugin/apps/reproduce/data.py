@@ -7,6 +7,13 @@ Layout under ``DATA``::
     DATA/eval/GT  DATA/eval/LRbicx4              the evaluation photographs (centre crops), same names
     DATA/data_info.json                         what was made from what (a later run reuses it)
 
+Sub-images with less detail than ``min_detail`` are left out of the training LMDBs. Detail is the
+standard deviation of the HR minus its 5x5 box mean, in [0, 1] units; the default threshold is that of
+the flow's dequantisation noise, U(-1/64, 1/64) at quant 32: 1 / (32 sqrt(12)) = 0.009. Photographs with a
+shallow depth of field are mostly blur: in the mate nature set, 77 % of the 64-pixel training patches
+have less detail than that noise, and on them a flow's samples plus noise cannot be told from the real
+patches plus noise, so stage 2's discriminator has nothing to learn (``benchmarks/discriminator_probe.py``).
+
 The held-out photographs are chosen with the preset's seed among the training folder's images and
 never enter the training LMDB; checkpoint selection uses them, as the paper selects on training data.
 An evaluation image that is also a training image (same pixels) is refused.
@@ -19,6 +26,7 @@ import random
 import shutil
 
 import cv2
+import numpy as np
 
 from adflow_plugin.data.demo import skimage_data_dir, write_lmdb
 from adflow_plugin.data.image_ops import IMG_EXTENSIONS, read_image, subimage_positions
@@ -74,6 +82,12 @@ def centre_crop(img, size, multiple=HR_MULTIPLE):
     return img[top:top + ch, left:left + cw]
 
 
+def detail(img):
+    """Standard deviation of ``img`` (uint8 HxWxC) minus its 5x5 box mean, in [0, 1] units."""
+    img = img.astype(np.float32) / 255
+    return float((img - cv2.blur(img, (5, 5), borderType=cv2.BORDER_REFLECT)).std())
+
+
 def _write_pair(folder_gt, folder_lr, name, hr, scale):
     cv2.imwrite(osp.join(folder_gt, f'{name}.png'), hr)
     cv2.imwrite(osp.join(folder_lr, f'{name}.png'), imresize_uint8(hr, 1 / scale))
@@ -114,7 +128,9 @@ def prepare_data(root, train_files, eval_files, preset, log=print):
     _unique_stems(train_files, 'training photographs')
     _unique_stems(eval_files, 'evaluation photographs')
     train_files, holdout_files = split_holdout(train_files, preset['holdout'], preset['seed'])
-    info = dict(version=1, scale=scale, crop=preset['crop'], step=preset['step'], eval_size=preset['eval_size'],
+    min_detail = preset.get('min_detail', 0.0)
+    info = dict(version=1, scale=scale, crop=preset['crop'], step=preset['step'], min_detail=min_detail,
+                eval_size=preset['eval_size'],
                 holdout_size=preset['holdout_size'], train=train_files, holdout=holdout_files, eval=eval_files,
                 sha256={f: _file_digest(f) for f in train_files + holdout_files + eval_files})
     paths = dict(train_gt=osp.join(root, 'train', 'GT.lmdb'), train_lq=osp.join(root, 'train', f'LRbicx{scale}.lmdb'),
@@ -131,7 +147,7 @@ def prepare_data(root, train_files, eval_files, preset, log=print):
 
     train_digests = {}
     sub_gt, sub_lr = _pair_folders(osp.join(root, 'train', 'sub'), scale)
-    count = 0
+    count = kept = 0
     for path in train_files:
         img, _ = read_image(path)
         train_digests[_pixels_digest(img)] = path
@@ -139,10 +155,19 @@ def prepare_data(root, train_files, eval_files, preset, log=print):
             for x in subimage_positions(img.shape[1], preset['crop'], preset['step']):
                 hr = img[y:y + preset['crop'], x:x + preset['crop']]
                 count += 1
+                if min_detail and detail(hr) < min_detail:
+                    continue
+                kept += 1
                 _write_pair(sub_gt, sub_lr, f'{_stem(path)}_y{y:05d}_x{x:05d}', hr, scale)
     if count == 0:
+        shutil.rmtree(root, ignore_errors=True)
         raise PrepareError(f'no training photograph is at least {preset["crop"]} pixels on each side')
-    log(f'data: {count} training sub-images of {preset["crop"]} px from {len(train_files)} photographs')
+    if kept == 0:
+        shutil.rmtree(root, ignore_errors=True)
+        raise PrepareError(f'none of the {count} training sub-images has detail {min_detail:g} or more; these '
+                           'photographs are too smooth to train on, or lower --min-detail (0 keeps every one)')
+    log(f'data: {kept} training sub-images of {preset["crop"]} px from {len(train_files)} photographs' +
+        (f' ({count - kept} of {count} with detail under {min_detail:g} left out)' if min_detail else ''))
     write_lmdb(sub_gt, paths['train_gt'])
     write_lmdb(sub_lr, paths['train_lq'])
     shutil.rmtree(osp.join(root, 'train', 'sub'))
