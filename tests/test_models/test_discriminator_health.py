@@ -55,6 +55,16 @@ def train_steps(model, opt, steps, seed=0):
     return logged
 
 
+def train_steps_warnings(model, opt, steps):
+    """:func:`train_steps`, and the warnings BasicSR's logger received meanwhile."""
+    records = Records()
+    logging.getLogger('basicsr').addHandler(records)
+    try:
+        return train_steps(model, opt, steps), records.messages
+    finally:
+        logging.getLogger('basicsr').removeHandler(records)
+
+
 def test_relativistic_accuracy_by_hand():
     real, fake = torch.tensor([2.0, 0.5, -1.0, 1.0]), torch.tensor([0.0, 1.0, -2.0])
     # mean fake = -1/3: reals above it: 2, 0.5, 1 -> 3/4; mean real = 5/8: fakes below it: 0, -2 -> 2/3
@@ -80,19 +90,14 @@ def dead_d_model(demo_data, tmp_path, **train):
 
 def test_dead_discriminator_warns_once(demo_data, tmp_path):
     model, opt = dead_d_model(demo_data, tmp_path)
-    records = Records()
-    logging.getLogger('basicsr').addHandler(records)
-    try:
-        logged = train_steps(model, opt, 6)
-    finally:
-        logging.getLogger('basicsr').removeHandler(records)
+    logged, messages = train_steps_warnings(model, opt, 6)
     assert all(d['d_gap'] == 0 and d['d_acc_real'] == 0.5 for d in logged), logged
     # the sample does not depend on the generator: the GAN term sends it nothing, the NLL everything
     assert all(d['grad_norm_g_gan'] == 0 and d['grad_norm_g_nll'] == pytest.approx(d['grad_norm_g'], rel=1e-5)
                for d in logged), logged
     assert float(model.net_d.linear2.weight.detach().abs().max()) == 0  # nothing to learn: it stayed dead
-    dead = [m for m in records.messages if 'discriminator is dead' in m]
-    assert len(dead) == 1 and '\n' not in dead[0], records.messages
+    dead = [m for m in messages if 'discriminator is dead' in m]
+    assert len(dead) == 1 and '\n' not in dead[0], messages
     assert dead[0].startswith('iter 3:') and 'stop_on_dead_d' in dead[0] and 'optim_d lr' in dead[0]
 
 
@@ -111,18 +116,13 @@ def test_blind_discriminator_warns_at_chance(demo_data, tmp_path):
     opt['logger']['print_freq'] = 1
     model = in_process_model(opt, tmp_path)
     model.net_g = SampleIsInput(model.net_g)
-    records = Records()
-    logging.getLogger('basicsr').addHandler(records)
-    try:
-        logged = train_steps(model, opt, 6)
-    finally:
-        logging.getLogger('basicsr').removeHandler(records)
+    logged, messages = train_steps_warnings(model, opt, 6)
     # above the dead threshold (1e-3) on every step, and exactly at chance
     assert all(d['d_out_std'] > 1e-3 and d['d_acc_real'] + d['d_acc_fake'] == 1 for d in logged), logged
-    chance = [m for m in records.messages if 'discriminator is at chance' in m]
-    assert len(chance) == 1 and '\n' not in chance[0] and chance[0].startswith('iter 4:'), records.messages
+    chance = [m for m in messages if 'discriminator is at chance' in m]
+    assert len(chance) == 1 and '\n' not in chance[0] and chance[0].startswith('iter 4:'), messages
     assert 'mean accuracy 0.50 over the last 4' in chance[0] and 'discriminator_probe.py' in chance[0]
-    assert not any('discriminator is dead' in m for m in records.messages)
+    assert not any('discriminator is dead' in m for m in messages)
 
 
 @pytest.mark.parametrize('d_batch', ['separate', 'joint'])

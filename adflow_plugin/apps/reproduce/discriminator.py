@@ -5,11 +5,11 @@ AdFlowModel logs at ``print_freq`` the discriminator's accuracy on real and on f
 (``d_out_std``) and the gradient norms the GAN and the NLL terms send to the generator; BasicSR's
 ESRGANModel logs its raw outputs (``out_d_real``, ``out_d_fake``). The summary averages the last half of
 the logged steps, where a discriminator that learned something shows it, and says whether the run warned
-that its discriminator was dead.
+that its discriminator was dead or at chance.
 """
 import re
 
-from adflow_plugin.models.discriminator_health import DEAD_D_PHRASE
+from adflow_plugin.models.discriminator_health import CHANCE_D_PHRASE, DEAD_D_PHRASE
 
 _STEP = re.compile(r'\[[^\]]*iter:\s*([\d,]+),[^\]]*\]\s*\[eta[^\]]*\]\s*(.*)$')
 _VALUE = re.compile(r'([A-Za-z_][\w]*): ([-+0-9.eE]+|nan|inf)')
@@ -53,4 +53,5 @@ def summarize(path):
     if summary.get('grad_norm_g_nll'):
         summary['gan_to_nll_grad'] = summary.get('grad_norm_g_gan', 0.0) / summary['grad_norm_g_nll']
     summary['dead_warning'] = DEAD_D_PHRASE in text
+    summary['chance_warning'] = CHANCE_D_PHRASE in text
     return summary

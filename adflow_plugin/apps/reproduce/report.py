@@ -96,10 +96,16 @@ def per_image_lines(results, preset):
     return lines
 
 
+def _warning(summary):
+    """The health warnings a run's log holds: 'dead', 'at chance', both, or 'none'."""
+    said = [name for key, name in (('dead_warning', 'dead'), ('chance_warning', 'at chance')) if summary.get(key)]
+    return ', '.join(said) or 'none'
+
+
 def discriminator_lines(results):
     """Each GAN run's discriminator (see ``discriminator.summarize``) as markdown lines."""
     lines = ['| Run | logged steps (iterations) | D accuracy real / fake | output gap real - fake | output std | '
-             'GAN / NLL gradient on G | dead-D warning |', '|---|---|---|---|---|---|---|']
+             'GAN / NLL gradient on G | warning |', '|---|---|---|---|---|---|---|']
     for run, s in sorted(results.get('discriminator', {}).items()):
         if not s:
             lines.append(f'| {run} | no training log | - | - | - | - | - |')
@@ -108,7 +114,7 @@ def discriminator_lines(results):
         ratio = f'{s["gan_to_nll_grad"]:.2e}' if 'gan_to_nll_grad' in s else '-'
         lines.append(f'| {run} | {s["logged_steps"]} ({s["from_iter"]}-{s["to_iter"]}) | {acc} | '
                      f'{_fmt(s.get("d_gap"), 3)} | {_fmt(s.get("d_out_std"), 3)} | {ratio} | '
-                     f'{"yes" if s["dead_warning"] else "no"} |')
+                     f'{_warning(s)} |')
     return lines
 
 
