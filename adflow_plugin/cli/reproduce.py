@@ -13,8 +13,10 @@ layout, the Fig. 7 ladder, LR-PSNR per image), OUT/fig7.png, OUT/crops.png and O
 Data: --train-dir is any folder of photographs (2K photographs, as DIV2K, suit it). A few are held out
 (--holdout) for checkpoint selection, as the paper selects on training data. Real 2K photographs
 without installing anything: apt-get download mate-backgrounds && dpkg -x mate-backgrounds_*.deb mate
-then --train-dir mate/usr/share/backgrounds/mate/nature. --eval-dir defaults to scikit-image's
-photographs; an evaluation image that is also a training image is refused.
+then --train-dir mate/usr/share/backgrounds/mate/nature. Training sub-images with less detail than the
+flow's dequantisation noise are left out (--min-detail): on smooth patches no discriminator can tell a
+flow's samples from the photographs. --eval-dir defaults to scikit-image's photographs; an evaluation
+image that is also a training image is refused.
 
 Running the same command again continues an interrupted reproduction (finished stages are reused).
 """
@@ -29,7 +31,7 @@ def register(subparsers):
     p.add_argument('--eval-dir', metavar='DIR', help="folder of evaluation photographs (default: scikit-image's)")
     p.add_argument('--out', default='reproduction', metavar='DIR', help='output folder (default: %(default)s)')
     p.add_argument('--preset', choices=sorted(PRESETS), default='full',
-                   help='full: about 55 min on 2 CPU cores (default); quick: about 11 min; gpu: about 8 min on one '
+                   help='full: about 76 min on 2 CPU cores (default); quick: about 9 min; gpu: about 8 min on one '
                    'large GPU with a wider encoder; tiny: seconds, for tests only')
     p.add_argument('--quick', dest='preset', action='store_const', const='quick', help='same as --preset quick')
     p.add_argument('--holdout', type=int, metavar='N', help='training photographs held out for checkpoint selection '

@@ -39,14 +39,14 @@ PRESETS = {
                  batch=2, crop=64, step=64, eval_size=64, holdout_size=64, num_samples=2, ema_decay=0.9, min_detail=0,
                  iters=dict(l1=4, esrgan=2, baseflow=4, adflow=2),
                  sec_per_iter=dict(l1=0.05, esrgan=0.1, baseflow=0.1, adflow=0.15)),
-    # 10.9 minutes on 2 CPU cores: the pipeline and rough numbers, not the claims. Measured at this size
+    # 9.2 minutes on 2 CPU cores: the pipeline and rough numbers, not the claims. Measured at this size
     # on the scikit-image photographs: the L1 RRDB's LR-PSNR still rises by about 0.6 dB per 1000
     # iterations at 12000 (38.2 dB, bicubic 40.6), and a BaseFlow K=4 started from it needs about 6000
     # iterations to come back to its starting point (29.2 dB at 1000, 36.9 at 4000, 38.9 at 7000)
     # It keeps every sub-image (min_detail 0), as measured; its stage 2 is too short for a live discriminator
     'quick': dict(_BASE, num_feat=16, num_block=2, num_grow_ch=8, hidden=16, gt_size=48, batch=4, crop=144,
                   step=288, eval_size=128, num_samples=4, ema_decay=0.98, min_detail=0,
-                  iters=dict(l1=3000, esrgan=700, baseflow=2000, adflow=700),
+                  iters=dict(l1=3000, esrgan=500, baseflow=1800, adflow=500),
                   sec_per_iter=dict(l1=0.015, esrgan=0.09, baseflow=0.06, adflow=0.08)),
     # the CPU preset (2 cores): the published numbers come from this one. Measured at this size on the
     # scikit-image photographs: the L1 RRDB passes bicubic's LR-PSNR (40.6 dB) between 3000 and 4000
