@@ -65,9 +65,12 @@ def load_generator(opt, weights):
 
 
 def detail(gt):
-    """Per-image standard deviation of the high-pass HR (the image minus its 5x5 mean)."""
-    import torch.nn.functional as F
-    return (gt - F.avg_pool2d(gt, 5, 1, 2, count_include_pad=False)).flatten(1).std(1)
+    """Per-image detail of a batch in [0, 1], measured as ``basicsr reproduce`` filters its sub-images
+    (``apps.reproduce.data.detail``: the standard deviation of the image minus its 5x5 mean)."""
+    import torch
+    from adflow_plugin.apps.reproduce.data import detail as image_detail
+    images = (gt * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return torch.tensor([image_detail(img) for img in images])
 
 
 def train_pairs(opt, batch, seed, min_detail=0.0):

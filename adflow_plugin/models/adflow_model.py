@@ -350,10 +350,10 @@ class AdFlowModel(AdFlowValidation, SRModel):
         if self._is_log_step(current_iter):  # host reads: only when BasicSR prints the log
             stats = discriminator_stats(real_d_pred, fake_d_pred)  # before this step's update, as the losses
             loss_dict.update(stats)
-            self._check_dead_d(stats, current_iter)
+            self._check_d_health(stats, current_iter)
         return self._all_ranks_finite(norm, l_d_real + l_d_fake)
 
-    def _check_dead_d(self, stats, current_iter):
+    def _check_d_health(self, stats, current_iter):
         """The two health monitors on one logged step: a constant D (warns, or stops the run with
         ``stop_on_dead_d``) and a D at chance (warns)."""
         if self.dead_d_monitor.patience <= 0 and self.chance_d_monitor.window <= 0:
