@@ -76,10 +76,14 @@ def val_hr(img):
 def write_lmdb(folder, lmdb_path):
     """Pack a PNG folder with BasicSR's ``make_lmdb_from_imgs`` (written under a temporary name, then renamed)."""
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+
+    from adflow_plugin.data.lmdb_pack import lmdb_map_size
     names = sorted(f for f in os.listdir(folder) if f.endswith('.png'))
+    largest = max((cv2.imread(osp.join(folder, n), cv2.IMREAD_UNCHANGED).nbytes for n in names), default=0)
     tmp = lmdb_path[:-len('.lmdb')] + '.partial.lmdb'
     shutil.rmtree(tmp, ignore_errors=True)
-    make_lmdb_from_imgs(folder, tmp, names, [osp.splitext(n)[0] for n in names], n_thread=1)
+    make_lmdb_from_imgs(folder, tmp, names, [osp.splitext(n)[0] for n in names], n_thread=1,
+                        map_size=lmdb_map_size(len(names), largest))
     os.replace(tmp, lmdb_path)
 
 

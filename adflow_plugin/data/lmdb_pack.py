@@ -111,6 +111,14 @@ class _LmdbBar(tqdm):
         super().set_description(f'{self.label} {desc or ""}', refresh=False)
 
 
+def lmdb_map_size(count, image_bytes):
+    """An LMDB map size that ``count`` PNG-encoded images of at most ``image_bytes`` raw bytes each cannot
+    outgrow: PNG is at worst a little larger than the raw pixels, and the map is sparse, so this costs no disk.
+    (``make_lmdb_from_imgs`` otherwise guesses from its first image's PNG size, too small when that one
+    compresses well.)"""
+    return int(count * (image_bytes * 1.1 + 4096)) + (64 << 20)
+
+
 def _pack_task(task):
     """Pack one sub-image folder: ``<name>.partial.lmdb``, check it, rename it to ``<name>.lmdb``."""
     from basicsr.utils import lmdb_util
@@ -118,8 +126,7 @@ def _pack_task(task):
     partial = lmdb_path[:-len('.lmdb')] + '.partial.lmdb'
     shutil.rmtree(partial, ignore_errors=True)
     names = [f'{k}.png' for k in keys]
-    # PNG is at worst a little larger than the raw pixels; the map is sparse, so this costs no disk
-    map_size = int(len(keys) * (shape[0] * shape[1] * shape[2] * 1.1 + 4096)) + (64 << 20)
+    map_size = lmdb_map_size(len(keys), shape[0] * shape[1] * shape[2])
     bar = type('_Bar', (_LmdbBar, ), {'label': osp.basename(lmdb_path), 'row': row})
     saved = lmdb_util.tqdm
     lmdb_util.tqdm = bar

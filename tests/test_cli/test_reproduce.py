@@ -130,3 +130,21 @@ def test_reproduce_leaves_smooth_sub_images_out(cli, photos, tmp_path):
                    cwd=tmp_path, check=False)
     assert negative.returncode == 2 and len(negative.stderr.strip().splitlines()) == 1, negative.stderr
     assert '--min-detail -1' in negative.stderr and not (tmp_path / 'neg').exists()
+
+
+def test_flat_photographs_pack_into_lmdb(tmp_path):
+    """Sub-images that compress to almost nothing (a flat colour) still fit their LMDB: BasicSR sizes the map
+    from its first image's PNG, which here was too small (MDB_MAP_FULL through `basicsr reproduce`)."""
+    import lmdb
+    import numpy as np
+
+    from adflow_plugin.data.demo import write_lmdb
+    folder = tmp_path / 'sub'
+    os.makedirs(folder)
+    rng = np.random.default_rng(0)
+    for i in range(8):  # sorted first: flat; then detailed ones, which do not compress
+        cv2.imwrite(str(folder / f'a{i}.png'), np.full((256, 256, 3), 30 * i, np.uint8))
+        cv2.imwrite(str(folder / f'b{i}.png'), rng.integers(0, 256, (256, 256, 3), np.uint8))
+    write_lmdb(str(folder), str(tmp_path / 'GT.lmdb'))
+    with lmdb.open(str(tmp_path / 'GT.lmdb'), readonly=True, lock=False) as env:
+        assert env.stat()['entries'] == 16
