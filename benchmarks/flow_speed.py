@@ -17,7 +17,9 @@ Configurations, all at the same HR patch and batch:
 * ``esrgan``: BasicSR's RRDBNet + the VGG-style discriminator (an ESRGAN step: L1 + GAN on G, then D;
   its stage-1 step, ``step_l1_s``, is the L1 step of the RRDB PSNR pre-training);
 * ``adflow_bf16``: ``adflow`` with ``train.amp: bf16`` (the embedding and the flow's networks under
-  bfloat16 autocast; the flow's arithmetic in float32).
+  bfloat16 autocast; the flow's arithmetic in float32);
+* ``srflow_released``: SRFlow's own released ``SRFlowNet``, imported from a checkout of its code given with
+  ``--srflow-code DIR`` (``benchmarks/srflow_released.py``): the network the paper's 2.5x is measured against.
 
 A flow training step is the NLL forward + backward + Adam step (BaseFlow); ``step_gan_s`` adds the
 sample, the discriminator and its update (AdFlow stage 2). Inference is one sample (flows) or one
@@ -38,7 +40,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ['adflow', 'srflow', 'adflow_learned_1x1', 'esrgan']
-EXTRA_CONFIGS = ['adflow_bf16']
+EXTRA_CONFIGS = ['adflow_bf16', 'srflow_released']
 
 
 def network_options(name, scale):
@@ -98,7 +100,15 @@ def build(name, args):
     gan = build_loss(dict(type='GANLoss', gan_type='vanilla', loss_weight=1e-2)).to(device)
     opt_d = torch.optim.Adam(d.parameters(), 1e-4)
     result = {'config': name}
-    if name == 'esrgan':
+    if name == 'srflow_released':
+        from srflow_released import build_released
+        g, step_nll, step_gan, infer, sample_released = build_released(args, hr, lr, d, gan, opt_d)
+
+        def sample_n():
+            sample_released(sample_lr, args.samples)
+
+        step_l1 = None
+    elif name == 'esrgan':
         g = build_network(dict(type='MultiScaleRRDBNet', num_in_ch=3, num_out_ch=3, scale=args.scale)).to(device)
         opt_g = torch.optim.Adam(g.parameters(), 1e-4)
 
@@ -239,6 +249,8 @@ def run_worker(name, args, tree):
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', name, '--hr-size', str(args.hr_size), '--batch',
            str(args.batch), '--steps', str(args.steps), '--warmup', str(args.warmup), '--scale', str(args.scale),
            '--device', args.device, '--samples', str(args.samples), '--sample-hr', str(args.sample_hr or 0)]
+    if args.srflow_code:
+        cmd += ['--srflow-code', args.srflow_code]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep))
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=args.timeout)
@@ -288,12 +300,15 @@ def add_ratios(results):
     random rotation against the learned 1x1 (the paper: 37 % less training time)."""
     ref = next((r for r in results if r['config'] == 'srflow' and 'error' not in r), None)
     learned = next((r for r in results if r['config'] == 'adflow_learned_1x1' and 'error' not in r), None)
+    released = next((r for r in results if r['config'] == 'srflow_released' and 'error' not in r), None)
     for r in results:
         if 'error' in r:
             continue
         for key in TIME_KEYS:
             if ref and r.get(key) and ref.get(key):
                 r[key.replace('_s', '_ratio_to_srflow')] = r[key] / ref[key]
+            if released and r.get(key) and released.get(key):
+                r[key.replace('_s', '_ratio_to_srflow_released')] = r[key] / released[key]
             if r['config'] == 'adflow' and learned and r.get(key) and learned.get(key):
                 r[key.replace('_s', '_ratio_random_to_learned_1x1')] = r[key] / learned[key]
 
@@ -335,9 +350,17 @@ def main():
     parser.add_argument('--interleaved', action='store_true',
                         help='all configurations in one process, steps taken in turn, medians (steadier ratios on a '
                         'loaded machine; no per-configuration memory; no --baseline)')
+    parser.add_argument('--srflow-code', default=None, metavar='DIR',
+                        help='a checkout of SRFlow (github.com/andreas128/SRFlow): config srflow_released times its own '
+                        'SRFlowNet (benchmarks/srflow_released.py)')
     parser.add_argument('--json', default=None, help='write the results here')
     parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if 'srflow_released' in args.configs:
+        from srflow_released import code_problem
+        problem = code_problem(args.srflow_code, args.scale)
+        if problem:
+            parser.error(problem)
     if args.worker:
         return worker(args.worker, args)
 
@@ -348,6 +371,10 @@ def main():
                     f'median of {args.steps} interleaved rounds', results)
         print('/SR: time as a fraction of the SRFlow-equivalent configuration\'s (the paper: AdFlow at most 0.4)')
         adflow = next((r for r in results if r['config'] == 'adflow'), {})
+        for r in results:
+            if r.get('step_nll_ratio_to_srflow_released') and r['config'] != 'srflow_released':
+                print(f'{r["config"]} / SRFlow\'s released code (NLL, GAN, sample): ' + ' '.join(
+                    f'{r.get(k.replace("_s", "_ratio_to_srflow_released"), float("nan")):.2f}' for k in TIME_KEYS))
         if adflow.get('step_nll_ratio_random_to_learned_1x1'):
             print('random rotation / learned 1x1 (AdFlow): ' + ' '.join(
                 f'{adflow[k.replace("_s", "_ratio_random_to_learned_1x1")]:.2f}' for k in TIME_KEYS))
