@@ -1,6 +1,8 @@
 """``basicsr reproduce`` end to end at its tiny preset, on small real photographs written to disk."""
 import json
 import os
+import re
+import shutil
 
 import cv2
 import pytest
@@ -83,6 +85,43 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     # the same command again reuses every finished stage
     again = cli(args, cwd=tmp_path)
     assert again.stdout.count('(done before, reused)') == 12  # 6 trainings, 6 tests
+
+
+def _log_span(out, run):
+    """First and last timestamp of a run's BasicSR training log."""
+    from datetime import datetime
+    (log, ) = (out / 'experiments' / run).glob(f'train_{run}_*.log')
+    stamps = re.findall(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ', log.read_text(), flags=re.M)
+    return [datetime.strptime(s, '%Y-%m-%d %H:%M:%S,%f') for s in (stamps[0], stamps[-1])]
+
+
+def test_reproduce_jobs_runs_stages_side_by_side(cli, photos, tmp_path):
+    """--jobs 2: trainings that do not wait on each other run at once as `basicsr` children, with the same
+    outputs as one by one; a failing stage stops the reproduction with one line naming it and its log."""
+    args = ['reproduce', '--train-dir', photos / 'train', '--eval-dir', photos / 'eval', '--out', 'out', '--preset',
+            'tiny', '--jobs', '2']
+    proc = cli(args, cwd=tmp_path)
+    out = tmp_path / 'out'
+    results = json.loads((out / 'results.json').read_text())
+    assert sorted(results['metrics']) == sorted(['Bicubic', 'L1_RRDB', 'ESRGAN', 'BaseFlow_K1', 'BaseFlow_K2',
+                                                 'AdFlow_K1', 'AdFlow_K2'])
+    assert results['warnings'] == [] and proc.stdout.count('] train ') == 6 and proc.stdout.count('] test ') == 6
+    (k1_start, k1_end), (k2_start, k2_end) = _log_span(out, 'BaseFlow_K1'), _log_span(out, 'BaseFlow_K2')
+    assert k1_start < k2_end and k2_start < k1_end  # the two BaseFlows trained at the same time
+    l1_end = _log_span(out, 'L1_RRDB')[1]
+    assert l1_end <= min(k1_start, k2_start, _log_span(out, 'ESRGAN')[0])  # all three start from the L1 model
+    assert _log_span(out, 'BaseFlow_K2')[1] <= _log_span(out, 'AdFlow_K2')[0]
+    info = results['info']
+    assert [i['jobs'] for i in info['invocations']] == [2] and info['wall_time_min'] == info['invocations'][0]['minutes']
+
+    # a stage that fails: ESRGAN starts again from an L1 checkpoint that is not a network
+    shutil.rmtree(out / 'experiments' / 'ESRGAN')
+    (out / 'experiments' / 'L1_RRDB' / 'models' / 'net_g_4.pth').write_text('not weights')
+    failed = cli(args, cwd=tmp_path, check=False)
+    assert failed.returncode == 2, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'stage "train ESRGAN"' in lines[0] and 'train_ESRGAN.log' in lines[0], lines
+    assert len(json.loads((out / 'wall_time.json').read_text())['invocations']) == 2  # the failed one counted too
 
 
 def test_reproduce_refuses_eval_photos_it_trained_on(cli, photos, tmp_path):

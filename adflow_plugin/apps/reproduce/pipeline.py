@@ -4,7 +4,9 @@ Every training and test stage is a real ``basicsr train`` / ``basicsr test`` on 
 to ``OUT/options/``, run in this process with ``OUT`` as the working directory (so ``experiments/`` and
 ``results/`` land there), its output in ``OUT/logs/<stage>.log``. A stage that finished is not run
 again: training runs resume with ``--auto_resume``, and a test is redone only if its images are missing.
-So an interrupted reproduction continues where it stopped when the same command is run again.
+So an interrupted reproduction continues where it stopped when the same command is run again. With
+``jobs`` above 1 the training and test stages run as ``basicsr`` child processes, side by side where
+they do not depend on each other (:mod:`.scheduler`).
 """
 import contextlib
 import json
@@ -21,6 +23,7 @@ from adflow_plugin.apps.reproduce.data import prepare_data
 from adflow_plugin.apps.reproduce.discriminator import summarize as discriminator_summary
 from adflow_plugin.apps.reproduce.evaluate import BICUBIC, eval_pairs, evaluate_bicubic, evaluate_run, log_disagreement
 from adflow_plugin.apps.reproduce.report import write_report
+from adflow_plugin.apps.reproduce.scheduler import Scheduler, Stage
 
 
 class StageError(RuntimeError):
@@ -48,21 +51,26 @@ class Progress:
     def __init__(self, estimates, stream=sys.stdout):
         self.estimates = estimates  # stage -> estimated seconds
         self.start = time.time()
+        self.begun = 0
         self.done = []
+        self.ran = []  # stages run (not reused) by this invocation
         self.measured = 0.0
         self.predicted = 0.0
         self.stream = stream
 
-    def begin(self, stage):
+    def begin(self, stage, parallel=1):
+        """Print the stage's line; with ``parallel`` stages at once, the work left is shared among them."""
         remaining = sum(v for k, v in self.estimates.items() if k not in self.done)
         factor = self.measured / self.predicted if self.predicted > 0 else 1.0
-        n = len(self.done) + 1
-        print(f'[{n}/{len(self.estimates)}] {stage} | elapsed {_fmt_time(time.time() - self.start)} | '
-              f'about {_fmt_time(remaining * factor)} left', file=self.stream, flush=True)
+        self.begun += 1
+        print(f'[{self.begun}/{len(self.estimates)}] {stage} | elapsed {_fmt_time(time.time() - self.start)} | '
+              f'about {_fmt_time(remaining * factor / parallel)} left', file=self.stream, flush=True)
         return time.time()
 
     def end(self, stage, started, ran=True):
         self.done.append(stage)
+        if ran:
+            self.ran.append(stage)
         if ran and stage.startswith('train '):  # training dominates: its pace corrects every estimate
             self.measured += time.time() - started
             self.predicted += self.estimates[stage]
@@ -87,20 +95,24 @@ def estimates(preset, n_eval):
 class Reproduction:
     """One reproduction in folder ``out`` with ``preset`` on the given photographs."""
 
-    def __init__(self, out, preset, train_files, eval_files, train_dir, eval_dir, verbose=False):
+    def __init__(self, out, preset, train_files, eval_files, train_dir, eval_dir, verbose=False, jobs=1):
         self.out = osp.abspath(out)
         self.preset = preset
         self.train_files, self.eval_files = train_files, eval_files
         self.train_dir, self.eval_dir = train_dir, eval_dir
         self.verbose = verbose
+        self.jobs = jobs
         self.progress = Progress(estimates(preset, len(eval_files)))
 
     # ------------------------------------------------------------------ stage runner
+    def _log_path(self, stage):
+        os.makedirs(osp.join(self.out, 'logs'), exist_ok=True)
+        return osp.join(self.out, 'logs', stage.replace(' ', '_') + '.log')
+
     @contextlib.contextmanager
     def _stage_output(self, stage):
         """Run in OUT with the stage's output in OUT/logs/<stage>.log (also on the terminal with verbose)."""
-        os.makedirs(osp.join(self.out, 'logs'), exist_ok=True)
-        log_path = osp.join(self.out, 'logs', stage.replace(' ', '_') + '.log')
+        log_path = self._log_path(stage)
         cwd = os.getcwd()
         os.chdir(self.out)
         try:
@@ -112,13 +124,17 @@ class Reproduction:
         finally:
             os.chdir(cwd)
 
-    def _basicsr(self, stage, command, opt):
-        from adflow_plugin.cli import main as basicsr_main
+    def _write_options(self, command, opt):
+        """Write ``opt`` to OUT/options and return the ``basicsr`` arguments that run it."""
         path = osp.join(self.out, 'options', f'{command}_{opt["name"]}.yml')
         os.makedirs(osp.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
             yaml.safe_dump(opt, f, sort_keys=False)
-        argv = [command, '-opt', path] + (['--auto_resume'] if command == 'train' else [])
+        return [command, '-opt', path] + (['--auto_resume'] if command == 'train' else [])
+
+    def _basicsr(self, stage, command, opt):
+        from adflow_plugin.cli import main as basicsr_main
+        argv = self._write_options(command, opt)
         with self._stage_output(stage) as log_path:
             _reset_basicsr_logger()
             try:
@@ -137,51 +153,122 @@ class Reproduction:
         return result
 
     # ------------------------------------------------------------------ stages
-    def _train(self, run):
+    def _train_plan(self, run):
         opt = runs.train_options(run, self.preset, self.data)
-        done = osp.isfile(osp.join(self.out, runs.checkpoint(run, opt['train']['total_iter'])))
+        return opt, osp.isfile(osp.join(self.out, runs.checkpoint(run, opt['train']['total_iter'])))
+
+    def _train(self, run):
+        opt, done = self._train_plan(run)
         self._timed(f'train {run}', lambda: self._basicsr(f'train {run}', 'train', opt), skip=done)
 
     def _test_weights(self, run):
         best = runs.checkpoint(run, 'best')
         return best if run.startswith('AdFlow') and osp.isfile(osp.join(self.out, best)) else runs.checkpoint(run)
 
-    def _test(self, run):
+    def _test_plan(self, run):
+        """The test's options, its marker file and what the marker must say for the test to count as done."""
         opt = runs.test_options(run, self.preset, self.data, self._test_weights(run))
-        results_dir = self.results_dirs[run]
-        marker = osp.join(results_dir, 'reproduce_test.json')
+        marker = osp.join(self.results_dirs[run], 'reproduce_test.json')
         weights = opt['path']['pretrain_network_g']
         want = dict(weights=weights, mtime=osp.getmtime(osp.join(self.out, weights)))
         done = False
         if osp.isfile(marker):
             with open(marker) as f:
                 done = json.load(f) == want
+        return opt, marker, want, done
+
+    @staticmethod
+    def _mark(marker, want):
+        with open(marker, 'w') as f:
+            json.dump(want, f)
+
+    def _test(self, run):
+        opt, marker, want, done = self._test_plan(run)
         self._timed(f'test {run}', lambda: self._basicsr(f'test {run}', 'test', opt), skip=done)
         if not done:
-            with open(marker, 'w') as f:
-                json.dump(want, f)
+            self._mark(marker, want)
+
+    def _stages(self):
+        """Every training and test as a :class:`Stage` for the scheduler (``--jobs`` above 1)."""
+        stages, marks = [], {}
+        for run in runs.train_runs(self.preset):
+            def train(run=run):
+                opt, done = self._train_plan(run)
+                return None if done else self._write_options('train', opt)
+
+            def test(run=run):
+                opt, marker, want, done = self._test_plan(run)
+                marks[run] = (marker, want)
+                return None if done else self._write_options('test', opt)
+
+            stages.append(Stage(f'train {run}', [f'train {r}' for r in runs.needs(run)], train,
+                                self._log_path(f'train {run}')))
+            stages.append(Stage(f'test {run}', [f'train {run}'], test, self._log_path(f'test {run}'),
+                                finish=lambda run=run: self._mark(*marks[run])))
+        return stages
 
     def run(self):
         start = time.time()
+        self._failed = False
+        try:
+            return self._run(start)
+        except BaseException:
+            self._failed = True  # its time was spent on the reproduction all the same
+            raise
+        finally:
+            self._add_wall_time(start)
 
+    def _run(self, start):
         def data():
             with self._stage_output('data'):
                 return prepare_data(osp.join(self.out, 'data'), self.train_files, self.eval_files, self.preset)
 
         self.data = self._timed('data', data)
         self.results_dirs = {run: osp.join(self.out, 'results', f'test_{run}') for run in runs.train_runs(self.preset)}
-        for run in runs.train_runs(self.preset):
-            self._train(run)
-        for run in runs.train_runs(self.preset):
-            self._test(run)
+        if self.jobs > 1:
+            Scheduler(self._stages(), self.jobs, self.out, self.progress, StageError, self.progress.estimates,
+                      verbose=self.verbose).run()
+        else:
+            for run in runs.train_runs(self.preset):
+                self._train(run)
+            for run in runs.train_runs(self.preset):
+                self._test(run)
         results = self._timed('evaluate', self._evaluate)
+        invocations = self._invocations() + self._this_invocation(start)
         results['info'] = dict(train_dir=self.train_dir, eval_dir=self.eval_dir,
                                train_photos=len(self.data['train_files']),
                                holdout_photos=len(self.data['holdout_files']), eval_photos=len(self.eval_files),
                                holdout=[osp.basename(f) for f in self.data['holdout_files']],
-                               wall_time_min=(time.time() - start) / 60, preset=self.preset)
+                               wall_time_min=sum(i['minutes'] for i in invocations), invocations=invocations,
+                               preset=self.preset)
         paths = write_report(self.out, results, self.preset, self.pairs, self.results_dirs)
         return results, paths
+
+    # ------------------------------------------------------------------ wall time over interrupted invocations
+    def _invocations(self):
+        path = osp.join(self.out, 'wall_time.json')
+        if not osp.isfile(path):
+            return []
+        with open(path) as f:
+            return json.load(f)['invocations']
+
+    def _this_invocation(self, start):
+        """This invocation's minutes, if it trained or tested anything or failed (one that only reused finished
+        stages to write the report again does not count)."""
+        worked = self._failed or any(stage.startswith(('train ', 'test ')) for stage in self.progress.ran)
+        return [dict(minutes=(time.time() - start) / 60, jobs=self.jobs)] if worked else []
+
+    def _add_wall_time(self, start):
+        """Record this invocation's minutes in OUT/wall_time.json, so that a reproduction continued after an
+        interruption reports the time of all its invocations."""
+        this = self._this_invocation(start)
+        if not this or not osp.isdir(self.out):
+            return
+        invocations = self._invocations() + this
+        tmp = osp.join(self.out, 'wall_time.json.tmp')
+        with open(tmp, 'w') as f:
+            json.dump(dict(invocations=invocations), f, indent=1)
+        os.replace(tmp, osp.join(self.out, 'wall_time.json'))
 
     def _evaluate(self):
         self.pairs = eval_pairs(self.data)

@@ -37,6 +37,13 @@ def train_runs(preset):
     return [L1, ESRGAN] + [baseflow(k) for k in ks] + [adflow(k) for k in ks]
 
 
+def needs(name):
+    """The training runs whose weights run ``name`` starts from."""
+    if name == L1:
+        return []
+    return [baseflow(flow_k(name))] if name.startswith('AdFlow') else [L1]
+
+
 def run_kind(name):
     return 'l1' if name == L1 else 'esrgan' if name == ESRGAN else name.split('_')[0].lower()
 
