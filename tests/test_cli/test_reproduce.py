@@ -113,6 +113,7 @@ def test_reproduce_jobs_runs_stages_side_by_side(cli, photos, tmp_path):
     assert _log_span(out, 'BaseFlow_K2')[1] <= _log_span(out, 'AdFlow_K2')[0]
     info = results['info']
     assert [i['jobs'] for i in info['invocations']] == [2] and info['wall_time_min'] == info['invocations'][0]['minutes']
+    assert f'Wall time {info["wall_time_min"]:.1f} min (--jobs 2).' in (out / 'table.md').read_text()
 
     # a stage that fails: ESRGAN starts again from an L1 checkpoint that is not a network
     shutil.rmtree(out / 'experiments' / 'ESRGAN')

@@ -118,6 +118,16 @@ def discriminator_lines(results):
     return lines
 
 
+def _wall_time(info):
+    """'76.0 min', with the number of invocations of an interrupted run and the --jobs used where they matter."""
+    invocations = info.get('invocations') or []
+    notes = [f'{len(invocations)} invocations'] if len(invocations) > 1 else []
+    jobs = sorted({i['jobs'] for i in invocations})
+    if jobs and jobs != [1]:
+        notes.append('--jobs ' + '/'.join(str(j) for j in jobs))
+    return f'{info["wall_time_min"]:.1f} min' + (f' ({", ".join(notes)})' if notes else '')
+
+
 def write_table(path, results, preset):
     info = results['info']
     lines = [f'# AdFlow in miniature: preset `{preset["name"]}`, {preset["scale"]}x', '',
@@ -126,7 +136,7 @@ def write_table(path, results, preset):
              f'{info["eval_photos"]} photographs from `{info["eval_dir"]}` (centre crops of at most '
              f'{preset["eval_size"]} px). Encoder: RRDB {preset["num_feat"]} features, {preset["num_block"]} '
              f'blocks; patches {preset["gt_size"]}, batch {preset["batch"]}. {_iterations(preset)} '
-             f'Wall time {info["wall_time_min"]:.1f} min.', '',
+             f'Wall time {_wall_time(info)}.', '',
              'PSNR, SSIM, LPIPS and LR-PSNR are means over the images of the first sample; LR-PSNR is the '
              "paper's (bicubic(SR) vs the LR input, MATLAB 8-bit bicubic). Flows: LR-PSNR and diversity over "
              f'{preset["num_samples"]} samples per image.', '', '## Table 2 layout', ''] + table2_lines(results, preset)
