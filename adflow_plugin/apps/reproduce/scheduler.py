@@ -7,7 +7,6 @@ starts when the stages it needs have finished, the one heading the longest remai
 estimated work first; each child gets an equal share of the cores (``OMP_NUM_THREADS``).
 """
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -78,8 +77,8 @@ class Scheduler:
     def _stop(self, running):
         for proc, *_ in running.values():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)  # stops as Ctrl-C does; --auto_resume continues from its last state
-        deadline = time.time() + 60
+                proc.terminate()  # a training continues from its last saved state (--auto_resume) next time
+        deadline = time.time() + 30
         for proc, log, *_ in running.values():
             try:
                 proc.wait(timeout=max(1.0, deadline - time.time()))
