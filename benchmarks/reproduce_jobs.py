@@ -13,8 +13,9 @@ processes, in a scratch folder:
 
 The two ways alternate for ``--rounds`` rounds, so that both see the same load on a shared machine.
 Printed per way: the wall time of the whole set and each training's seconds per iteration (BasicSR's
-logged ``time``, without the first ``print_freq`` iterations); then the speed-up, one by one's wall
-time over side by side's.
+logged ``time``, without the first ``print_freq`` iterations); then the speed-up: one by one's wall
+time over side by side's, and the rate of work while all run side by side (the sum over the trainings
+of one by one's seconds per iteration over side by side's).
 """
 import argparse
 import os
@@ -111,12 +112,15 @@ def main(argv=None):
     print(f'\n{n} trainings of {args.iters} iterations, {cores} cores, {args.rounds} round(s) (medians)\n')
     print('| way | threads each | wall time | ' + ' | '.join(f'{k} s/iter' for k in results['one by one'][0][1]) + ' |')
     print('|---|---|---|' + '---|' * len(results['one by one'][0][1]))
-    walls = {}
+    walls, per = {}, {}
     for name, threads, _ in ways:
         walls[name] = statistics.median(w for w, _ in results[name])
-        per = [statistics.median(s[k] for _, s in results[name]) for k in results[name][0][1]]
-        print(f'| {name} | {threads} | {walls[name]:.1f} s | ' + ' | '.join(f'{p:.3f}' for p in per) + ' |')
-    print(f'\nspeed-up of side by side: {walls["one by one"] / walls["side by side"]:.2f}x')
+        per[name] = [statistics.median(s[k] for _, s in results[name]) for k in results[name][0][1]]
+        print(f'| {name} | {threads} | {walls[name]:.1f} s | ' + ' | '.join(f'{p:.3f}' for p in per[name]) + ' |')
+    rate = sum(a / b for a, b in zip(per['one by one'], per['side by side']))
+    print(f'\nspeed-up of side by side: {walls["one by one"] / walls["side by side"]:.2f}x in wall time (the '
+          f'tail, after the shorter training finished, runs alone on its share of the cores); {rate:.2f}x in '
+          'iterations done per second while all run (what a queue of stages, as --jobs keeps, gains)')
 
 
 if __name__ == '__main__':
