@@ -135,6 +135,9 @@ def test_reproduce_refuses_eval_photos_it_trained_on(cli, photos, tmp_path):
                    cwd=tmp_path, check=False)
     assert too_many.returncode == 2 and 'leaves no training photograph' in too_many.stderr
     assert not (tmp_path / 'held').exists()  # refused before anything is written
+    no_jobs = cli(['reproduce', '--train-dir', photos / 'train', '--jobs', '0', '--out', 'none', '--preset', 'tiny'],
+                  cwd=tmp_path, check=False)
+    assert no_jobs.returncode == 2 and '--jobs 0' in no_jobs.stderr and not (tmp_path / 'none').exists()
     missing = cli(['reproduce', '--train-dir', tmp_path / 'nowhere', '--preset', 'tiny'], cwd=tmp_path, check=False)
     assert missing.returncode == 2 and 'mate-backgrounds' in missing.stderr and 'Traceback' not in missing.stderr
 
