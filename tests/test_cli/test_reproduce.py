@@ -114,6 +114,7 @@ def test_reproduce_jobs_runs_stages_side_by_side(cli, photos, tmp_path):
     info = results['info']
     assert [i['jobs'] for i in info['invocations']] == [2] and info['wall_time_min'] == info['invocations'][0]['minutes']
     assert f'Wall time {info["wall_time_min"]:.1f} min (--jobs 2).' in (out / 'table.md').read_text()
+    assert json.loads((out / 'wall_time.json').read_text())['invocations'] == info['invocations']
 
     # a stage that fails: ESRGAN starts again from an L1 checkpoint that is not a network
     shutil.rmtree(out / 'experiments' / 'ESRGAN')

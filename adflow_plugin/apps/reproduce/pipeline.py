@@ -67,6 +67,10 @@ class Progress:
               f'about {_fmt_time(remaining * factor / parallel)} left', file=self.stream, flush=True)
         return time.time()
 
+    def reused(self, stage):
+        """A stage that finished before: its line, and counted as done."""
+        self.end(stage, self.begin(stage + ' (done before, reused)'), ran=False)
+
     def end(self, stage, started, ran=True):
         self.done.append(stage)
         if ran:
@@ -147,9 +151,11 @@ class Reproduction:
             raise StageError(f'stage "{stage}" (basicsr {" ".join(argv)}) failed: {code}; see {log_path}')
 
     def _timed(self, stage, func, skip=False):
-        started = self.progress.begin(stage + (' (done before, reused)' if skip else ''))
-        result = None if skip else func()
-        self.progress.end(stage, started, ran=not skip)
+        if skip:
+            return self.progress.reused(stage)
+        started = self.progress.begin(stage)
+        result = func()
+        self.progress.end(stage, started)
         return result
 
     # ------------------------------------------------------------------ stages
@@ -209,32 +215,12 @@ class Reproduction:
 
     def run(self):
         start = time.time()
-        self._failed = False
         try:
-            return self._run(start)
+            results = self._run_stages()
         except BaseException:
-            self._failed = True  # its time was spent on the reproduction all the same
+            self._record_invocation(start, failed=True)  # its time was spent on the reproduction all the same
             raise
-        finally:
-            self._add_wall_time(start)
-
-    def _run(self, start):
-        def data():
-            with self._stage_output('data'):
-                return prepare_data(osp.join(self.out, 'data'), self.train_files, self.eval_files, self.preset)
-
-        self.data = self._timed('data', data)
-        self.results_dirs = {run: osp.join(self.out, 'results', f'test_{run}') for run in runs.train_runs(self.preset)}
-        if self.jobs > 1:
-            Scheduler(self._stages(), self.jobs, self.out, self.progress, StageError, self.progress.estimates,
-                      verbose=self.verbose).run()
-        else:
-            for run in runs.train_runs(self.preset):
-                self._train(run)
-            for run in runs.train_runs(self.preset):
-                self._test(run)
-        results = self._timed('evaluate', self._evaluate)
-        invocations = self._invocations() + self._this_invocation(start)
+        invocations = self._record_invocation(start)
         results['info'] = dict(train_dir=self.train_dir, eval_dir=self.eval_dir,
                                train_photos=len(self.data['train_files']),
                                holdout_photos=len(self.data['holdout_files']), eval_photos=len(self.eval_files),
@@ -244,6 +230,22 @@ class Reproduction:
         paths = write_report(self.out, results, self.preset, self.pairs, self.results_dirs)
         return results, paths
 
+    def _run_stages(self):
+        def data():
+            with self._stage_output('data'):
+                return prepare_data(osp.join(self.out, 'data'), self.train_files, self.eval_files, self.preset)
+
+        self.data = self._timed('data', data)
+        self.results_dirs = {run: osp.join(self.out, 'results', f'test_{run}') for run in runs.train_runs(self.preset)}
+        if self.jobs > 1:
+            Scheduler(self._stages(), self.jobs, self.out, self.progress, StageError, verbose=self.verbose).run()
+        else:
+            for run in runs.train_runs(self.preset):
+                self._train(run)
+            for run in runs.train_runs(self.preset):
+                self._test(run)
+        return self._timed('evaluate', self._evaluate)
+
     # ------------------------------------------------------------------ wall time over interrupted invocations
     def _invocations(self):
         path = osp.join(self.out, 'wall_time.json')
@@ -252,23 +254,20 @@ class Reproduction:
         with open(path) as f:
             return json.load(f)['invocations']
 
-    def _this_invocation(self, start):
-        """This invocation's minutes, if it trained or tested anything or failed (one that only reused finished
-        stages to write the report again does not count)."""
-        worked = self._failed or any(stage.startswith(('train ', 'test ')) for stage in self.progress.ran)
-        return [dict(minutes=(time.time() - start) / 60, jobs=self.jobs)] if worked else []
-
-    def _add_wall_time(self, start):
-        """Record this invocation's minutes in OUT/wall_time.json, so that a reproduction continued after an
-        interruption reports the time of all its invocations."""
-        this = self._this_invocation(start)
-        if not this or not osp.isdir(self.out):
-            return
-        invocations = self._invocations() + this
+    def _record_invocation(self, start, failed=False):
+        """Add this invocation's minutes to OUT/wall_time.json, so that a reproduction continued after an
+        interruption reports the time of all its invocations, and return them all. Only an invocation that
+        trained, tested or failed counts (one that reused every stage to write the report again does not)."""
+        invocations = self._invocations()
+        worked = failed or any(stage.startswith(('train ', 'test ')) for stage in self.progress.ran)
+        if not worked or not osp.isdir(self.out):
+            return invocations
+        invocations.append(dict(minutes=(time.time() - start) / 60, jobs=self.jobs))
         tmp = osp.join(self.out, 'wall_time.json.tmp')
         with open(tmp, 'w') as f:
             json.dump(dict(invocations=invocations), f, indent=1)
         os.replace(tmp, osp.join(self.out, 'wall_time.json'))
+        return invocations
 
     def _evaluate(self):
         self.pairs = eval_pairs(self.data)

@@ -46,14 +46,15 @@ def cpu_count():
 class Scheduler:
     """Runs ``stages`` as ``basicsr`` children, at most ``jobs`` at once, in the directory ``cwd``.
 
-    ``progress`` (the pipeline's :class:`Progress`) is told when each stage begins and ends. A failed
+    ``progress`` (the pipeline's :class:`Progress`) is told when each stage begins and ends; its estimates
+    (seconds per stage) set the order. A failed
     child stops the others and raises ``error(message)``; so does an interruption (after stopping them).
     """
 
-    def __init__(self, stages, jobs, cwd, progress, error, estimates, verbose=False, poll=0.5):
+    def __init__(self, stages, jobs, cwd, progress, error, verbose=False, poll=0.5):
         self.stages, self.jobs, self.cwd = list(stages), max(1, int(jobs)), cwd
         self.progress, self.error, self.verbose, self.poll = progress, error, verbose, poll
-        self.priority = critical_paths(self.stages, estimates)
+        self.priority = critical_paths(self.stages, progress.estimates)
         names = {s.name for s in self.stages}
         for s in self.stages:
             if not s.needs <= names:
@@ -101,8 +102,7 @@ class Scheduler:
                     pending.remove(stage)
                     argv = stage.prepare()
                     if argv is None:
-                        self.progress.end(stage.name, self.progress.begin(stage.name + ' (done before, reused)'),
-                                          ran=False)
+                        self.progress.reused(stage.name)
                         done.add(stage.name)
                         continue
                     threads = self._threads(len(running) + len([s for s in pending if s.needs <= done]) + 1)
