@@ -3,6 +3,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import pytest
@@ -27,11 +31,27 @@ def photos(tmp_path_factory):
     return root
 
 
+def _kill_after_first_stage(args, cwd, out):
+    """Start ``basicsr ARGS`` and kill it (SIGKILL: nothing runs on its way out) once it has written its wall
+    time after its first training; return what it had recorded."""
+    proc = subprocess.Popen([sys.executable, '-m', 'adflow_plugin.cli'] + [str(a) for a in args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / 'wall_time.json').is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return json.loads((out / 'wall_time.json').read_text())['invocations']
+
+
 def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     args = ['reproduce', '--train-dir', photos / 'train', '--eval-dir', photos / 'eval', '--out', 'out', '--preset',
             'tiny']
-    proc = cli(args, cwd=tmp_path)
     out = tmp_path / 'out'
+    # killed after its first training, the invocation's time so far is on disk, and the next one continues
+    killed = _kill_after_first_stage(args, tmp_path, out)
+    assert len(killed) == 1 and killed[0]['minutes'] > 0 and killed[0]['jobs'] == 1
+    proc = cli(args, cwd=tmp_path)
     for name in ('table.md', 'fig7.png', 'crops.png', 'results.json'):
         assert (out / name).stat().st_size > 0, name
     assert '[14/14] evaluate' in proc.stdout and 'about' in proc.stdout  # a progress line per stage
@@ -49,6 +69,9 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     assert {'lr_psnr_mean', 'lr_psnr_worst', 'diversity'} <= set(flow['mean'])
     assert set(flow['test_log']) >= {'psnr', 'lr_psnr', 'lpips', 'diversity'}
     assert results['info']['holdout_photos'] == 2 and results['info']['train_photos'] == 3
+    invocations = results['info']['invocations']
+    assert len(invocations) == 2 and invocations[0] == killed[0] and invocations[1]['minutes'] > 0
+    assert f'Wall time {results["info"]["wall_time_min"]:.1f} min (2 invocations).' in (out / 'table.md').read_text()
 
     # every method trained on identical data, patches, batch and seed
     trains = [yaml.safe_load((out / 'options' / f'train_{run}.yml').read_text()) for run in runs[1:]]
@@ -85,6 +108,7 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     # the same command again reuses every finished stage
     again = cli(args, cwd=tmp_path)
     assert again.stdout.count('(done before, reused)') == 12  # 6 trainings, 6 tests
+    assert json.loads((out / 'wall_time.json').read_text())['invocations'] == invocations  # reusing is not work
 
 
 def _log_span(out, run):

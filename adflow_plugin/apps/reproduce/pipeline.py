@@ -48,8 +48,9 @@ def _fmt_time(seconds):
 class Progress:
     """One line per stage: which, how far, elapsed, and the time left (estimates corrected as stages finish)."""
 
-    def __init__(self, estimates, stream=sys.stdout):
+    def __init__(self, estimates, stream=sys.stdout, on_end=None):
         self.estimates = estimates  # stage -> estimated seconds
+        self.on_end = on_end  # called after every stage this invocation ran
         self.start = time.time()
         self.begun = 0
         self.done = []
@@ -78,6 +79,8 @@ class Progress:
         if ran and stage.startswith('train '):  # training dominates: its pace corrects every estimate
             self.measured += time.time() - started
             self.predicted += self.estimates[stage]
+        if ran and self.on_end is not None:
+            self.on_end()
 
 
 def estimates(preset, n_eval):
@@ -106,7 +109,9 @@ class Reproduction:
         self.train_dir, self.eval_dir = train_dir, eval_dir
         self.verbose = verbose
         self.jobs = jobs
-        self.progress = Progress(estimates(preset, len(eval_files)))
+        self.start = time.time()
+        self._entry = None  # this invocation's index in OUT/wall_time.json, once it has one
+        self.progress = Progress(estimates(preset, len(eval_files)), on_end=self._record_invocation)
 
     # ------------------------------------------------------------------ stage runner
     def _log_path(self, stage):
@@ -214,13 +219,12 @@ class Reproduction:
         return stages
 
     def run(self):
-        start = time.time()
         try:
             results = self._run_stages()
         except BaseException:
-            self._record_invocation(start, failed=True)  # its time was spent on the reproduction all the same
+            self._record_invocation(failed=True)  # its time was spent on the reproduction all the same
             raise
-        invocations = self._record_invocation(start)
+        invocations = self._record_invocation()
         results['info'] = dict(train_dir=self.train_dir, eval_dir=self.eval_dir,
                                train_photos=len(self.data['train_files']),
                                holdout_photos=len(self.data['holdout_files']), eval_photos=len(self.eval_files),
@@ -254,15 +258,22 @@ class Reproduction:
         with open(path) as f:
             return json.load(f)['invocations']
 
-    def _record_invocation(self, start, failed=False):
-        """Add this invocation's minutes to OUT/wall_time.json, so that a reproduction continued after an
-        interruption reports the time of all its invocations, and return them all. Only an invocation that
-        trained, tested or failed counts (one that reused every stage to write the report again does not)."""
+    def _record_invocation(self, failed=False):
+        """Write this invocation's minutes so far into OUT/wall_time.json and return every invocation's, so
+        that a reproduction continued after an interruption reports the time of all its invocations. It is
+        written after every stage and at the end, so a killed invocation counts up to its last finished
+        stage. Only an invocation that trained, tested or failed counts (one that reused every stage to
+        write the report again does not)."""
         invocations = self._invocations()
         worked = failed or any(stage.startswith(('train ', 'test ')) for stage in self.progress.ran)
         if not worked or not osp.isdir(self.out):
             return invocations
-        invocations.append(dict(minutes=(time.time() - start) / 60, jobs=self.jobs))
+        entry = dict(minutes=(time.time() - self.start) / 60, jobs=self.jobs)
+        if self._entry is None:
+            self._entry = len(invocations)
+            invocations.append(entry)
+        else:
+            invocations[self._entry] = entry
         tmp = osp.join(self.out, 'wall_time.json.tmp')
         with open(tmp, 'w') as f:
             json.dump(dict(invocations=invocations), f, indent=1)
