@@ -12,7 +12,9 @@ import cv2
 import pytest
 import yaml
 
+from adflow_plugin.apps.reproduce import discriminator
 from adflow_plugin.data.demo import read_photo
+from adflow_plugin.models.discriminator_health import CHANCE_D_PHRASE
 
 TRAIN = ('brick.png', 'grass.png', 'gravel.png', 'motorcycle_right.png', 'color.png')
 EVAL = ('chelsea.png', 'coffee.png')
@@ -104,6 +106,15 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     assert 0 <= d['AdFlow_K2']['d_acc_real'] <= 1 and d['AdFlow_K2']['gan_to_nll_grad'] > 0
     assert 'd_gap' in d['ESRGAN'] and d['ESRGAN']['dead_warning'] is False and d['ESRGAN']['chance_warning'] is False
     assert '## Discriminators' in table and '| AdFlow_K2 |' in table
+    # a stage log that also holds an interrupted attempt (one logged step and an at-chance warning, then
+    # started again from scratch) is summarised as the finished training alone
+    log = out / 'logs' / 'train_AdFlow_K2.log'
+    lines = log.read_text().splitlines(keepends=True)
+    first_step = next(i for i, line in enumerate(lines) if '[eta' in line and 'iter:' in line)
+    twice = tmp_path / 'twice.log'
+    twice.write_text(''.join(lines[:first_step + 1]) + f'2026-01-01 00:00:00,000 WARNING: iter 1: {CHANCE_D_PHRASE} '
+                     '(mean accuracy 0.50 over the last 20 logged steps)\n' + ''.join(lines))
+    assert discriminator.summarize(twice) == discriminator.summarize(log) == d['AdFlow_K2']
 
     # the same command again reuses every finished stage
     again = cli(args, cwd=tmp_path)
