@@ -31,8 +31,8 @@ def register(subparsers):
     p.add_argument('--eval-dir', metavar='DIR', help="folder of evaluation photographs (default: scikit-image's)")
     p.add_argument('--out', default='reproduction', metavar='DIR', help='output folder (default: %(default)s)')
     p.add_argument('--preset', choices=sorted(PRESETS), default='full',
-                   help='full: about 76 min on 2 CPU cores (default); quick: about 9 min; gpu: about 8 min on one '
-                   'large GPU with a wider encoder; tiny: seconds, for tests only')
+                   help='full: about 70 min on 2 CPU cores with --jobs 2, 93 one by one (default); quick: about 9 '
+                   'min; gpu: about 8 min on one large GPU with a wider encoder; tiny: seconds, for tests only')
     p.add_argument('--quick', dest='preset', action='store_const', const='quick', help='same as --preset quick')
     p.add_argument('--holdout', type=int, metavar='N', help='training photographs held out for checkpoint selection '
                    '(default: 2)')
