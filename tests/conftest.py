@@ -1,11 +1,18 @@
 """Shared fixtures: the demo data set (built once per session) and a runner for the real CLI."""
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 import adflow_plugin  # noqa: F401  (registers the plugin for in-process tests)
+
+# A suite started in the background (`cmd &` in a script, nohup) inherits Ctrl-C ignored, and so would every
+# command it starts: a Python started with SIGINT ignored keeps ignoring it. The tests that press Ctrl-C on a
+# command need it the way a terminal gives it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = os.path.join(REPO, 'options')
