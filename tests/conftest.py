@@ -26,9 +26,14 @@ def demo_data(tmp_path_factory):
     return build_demo_dataset(str(root), scales=(4, 6, 8), lmdb=True)
 
 
+def cli_command(args):
+    """The argv of ``basicsr ARGS`` (the installed console command's module)."""
+    return [sys.executable, '-m', 'adflow_plugin.cli'] + [str(a) for a in args]
+
+
 def run_cli(args, cwd, timeout=600, check=True, env=None):
-    """Run ``basicsr ARGS`` (the installed console command's module) in ``cwd``; return the CompletedProcess."""
-    cmd = [sys.executable, '-m', 'adflow_plugin.cli'] + [str(a) for a in args]
+    """Run ``basicsr ARGS`` in ``cwd``; return the CompletedProcess."""
+    cmd = cli_command(args)
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if check and proc.returncode != 0:

@@ -5,7 +5,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import cv2
@@ -15,6 +14,7 @@ import yaml
 from adflow_plugin.apps.reproduce import discriminator
 from adflow_plugin.data.demo import read_photo
 from adflow_plugin.models.discriminator_health import CHANCE_D_PHRASE
+from tests.conftest import cli_command
 
 TRAIN = ('brick.png', 'grass.png', 'gravel.png', 'motorcycle_right.png', 'color.png')
 EVAL = ('chelsea.png', 'coffee.png')
@@ -36,8 +36,7 @@ def photos(tmp_path_factory):
 def _kill_after_first_stage(args, cwd, out):
     """Start ``basicsr ARGS`` and kill it (SIGKILL: nothing runs on its way out) once it has written its wall
     time after its first training; return what it had recorded."""
-    proc = subprocess.Popen([sys.executable, '-m', 'adflow_plugin.cli'] + [str(a) for a in args], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cli_command(args), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (out / 'wall_time.json').is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)

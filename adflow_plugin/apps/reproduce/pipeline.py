@@ -109,7 +109,6 @@ class Reproduction:
         self.train_dir, self.eval_dir = train_dir, eval_dir
         self.verbose = verbose
         self.jobs = jobs
-        self.start = time.time()
         self._entry = None  # this invocation's index in OUT/wall_time.json, once it has one
         self.progress = Progress(estimates(preset, len(eval_files)), on_end=self._record_invocation)
 
@@ -268,7 +267,7 @@ class Reproduction:
         worked = failed or any(stage.startswith(('train ', 'test ')) for stage in self.progress.ran)
         if not worked or not osp.isdir(self.out):
             return invocations
-        entry = dict(minutes=(time.time() - self.start) / 60, jobs=self.jobs)
+        entry = dict(minutes=(time.time() - self.progress.start) / 60, jobs=self.jobs)
         if self._entry is None:
             self._entry = len(invocations)
             invocations.append(entry)
