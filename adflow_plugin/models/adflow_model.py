@@ -386,15 +386,18 @@ class AdFlowModel(AdFlowValidation, SRModel):
         """``num_samples`` SR samples of ``lq`` at ``temperature`` (the embedding computed once).
 
         ``cond``: the test network's ``condition(lq)`` to reuse (e.g. across temperatures); computed here
-        (with ``val.amp``) if not given.
+        (with ``val.amp``) if not given. At temperature 0 every latent is its mode, so the one output is
+        decoded once and repeated.
         """
         net = self._test_net()
         was_training = net.training
         net.eval()
         if cond is None:
             cond = net.condition(lq, amp=self.val_amp)
+        draws = 1 if float(temperature) == 0 else num_samples
         outs = [net.decode(temperature=temperature, cond=cond, seed=None if seed is None else seed + i)
-                for i in range(num_samples)]
+                for i in range(draws)]
+        outs = outs * (num_samples // draws)
         net.train(was_training)
         return outs
 
