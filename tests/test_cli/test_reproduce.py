@@ -61,7 +61,9 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     runs = ['Bicubic', 'L1_RRDB', 'ESRGAN', 'BaseFlow_K1', 'BaseFlow_K2', 'AdFlow_K1', 'AdFlow_K2']
     assert sorted(results['metrics']) == sorted(runs)
     assert results['warnings'] == []  # per-image means equal what `basicsr test` logged
-    assert sorted(results['metrics']['AdFlow_K2']) == ['0.8', '1']  # the two AdFlow temperatures
+    assert sorted(results['metrics']['AdFlow_K2']) == ['0', '0.8', '1']  # two sampling temperatures, the mode
+    mode = results['metrics']['BaseFlow_K2']['0']['mean']  # T = 0: every sample is the one deterministic output
+    assert mode['diversity'] == 0 and mode['lr_psnr_mean'] == mode['lr_psnr_worst'] == mode['lr_psnr']
     for run in runs:
         for summary in results['metrics'][run].values():
             assert sorted(summary['per_image']) == ['chelsea', 'coffee']
@@ -87,6 +89,12 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     assert adflow['train']['gan_opt']['loss_weight'] == 1e-2
     table = (out / 'table.md').read_text()
     assert '| Bicubic |' in table and '| AdFlow K=2, T=1 |' in table and '## Fig. 7' in table
+    assert 'T=0 |' not in table.split('## Fig. 7')[0]  # Table 2 shows samples; the mode is on the ladder
+    # the ladder: BaseFlow from the L1 RRDB, AdFlow from ESRGAN (the L1 loss with the GAN term), each at
+    # its sampling temperature and at T = 0
+    esrgan = results['metrics']['ESRGAN']['-']['mean']
+    assert f'| ESRGAN (L1 + GAN) | 0 | - | {esrgan["lr_psnr"]:.2f} |' in table
+    assert '| BaseFlow | 2 | 0.9 |' in table and '| BaseFlow | 2 | 0 |' in table and '| AdFlow | 2 | 0 |' in table
 
     # the L1 rung trains as long as a BaseFlow with its pre-training; ESRGAN and the flows start from its
     # checkpoint at the end of the pre-training
@@ -119,6 +127,14 @@ def test_reproduce_tiny_end_to_end(cli, photos, tmp_path):
     again = cli(args, cwd=tmp_path)
     assert again.stdout.count('(done before, reused)') == 12  # 6 trainings, 6 tests
     assert json.loads((out / 'wall_time.json').read_text())['invocations'] == invocations  # reusing is not work
+
+    # a test done with other test options (here: before the mode was tested) runs again; its training does not
+    marker = out / 'results' / 'test_BaseFlow_K1' / 'reproduce_test.json'
+    done = json.loads(marker.read_text())
+    marker.write_text(json.dumps(dict(done, val=dict(done['val'], temperature=[0.9]))))
+    third = cli(args, cwd=tmp_path)
+    assert third.stdout.count('(done before, reused)') == 11 and '] test BaseFlow_K1 |' in third.stdout
+    assert json.loads(marker.read_text()) == done
 
 
 def _log_span(out, run):

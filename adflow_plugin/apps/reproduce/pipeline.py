@@ -48,8 +48,9 @@ def _fmt_time(seconds):
 class Progress:
     """One line per stage: which, how far, elapsed, and the time left (estimates corrected as stages finish)."""
 
-    def __init__(self, estimates, stream=sys.stdout, on_end=None):
+    def __init__(self, estimates, stream=sys.stdout, on_end=None, parallel=1):
         self.estimates = estimates  # stage -> estimated seconds
+        self.parallel = parallel  # stages run at once (``--jobs``): the work left is shared among them
         self.on_end = on_end  # called after every stage this invocation ran
         self.start = time.time()
         self.begun = 0
@@ -59,13 +60,13 @@ class Progress:
         self.predicted = 0.0
         self.stream = stream
 
-    def begin(self, stage, parallel=1):
-        """Print the stage's line; with ``parallel`` stages at once, the work left is shared among them."""
+    def begin(self, stage):
+        """Print the stage's line."""
         remaining = sum(v for k, v in self.estimates.items() if k not in self.done)
         factor = self.measured / self.predicted if self.predicted > 0 else 1.0
         self.begun += 1
         print(f'[{self.begun}/{len(self.estimates)}] {stage} | elapsed {_fmt_time(time.time() - self.start)} | '
-              f'about {_fmt_time(remaining * factor / parallel)} left', file=self.stream, flush=True)
+              f'about {_fmt_time(remaining * factor / self.parallel)} left', file=self.stream, flush=True)
         return time.time()
 
     def reused(self, stage):
@@ -93,8 +94,8 @@ def estimates(preset, n_eval):
         est[f'train {run}'] = runs.total_iters(run, preset) * spi[kind] * depth
     per_image = spi['baseflow'] * (preset['eval_size'] / preset['gt_size'])**2 / preset['batch']
     for run in runs.train_runs(preset):
-        temps = runs.test_temperatures(run, preset)
-        est[f'test {run}'] = 5.0 + n_eval * per_image * (len(temps) * preset['num_samples'] if temps else 1)
+        draws = sum(1 if t == 0 else preset['num_samples'] for t in runs.test_temperatures(run, preset))
+        est[f'test {run}'] = 5.0 + n_eval * per_image * max(draws, 1)  # the mode (T = 0) is decoded once
     est['evaluate'] = 5.0 + n_eval * 0.3 * len(est)
     return est
 
@@ -110,7 +111,7 @@ class Reproduction:
         self.verbose = verbose
         self.jobs = jobs
         self._entry = None  # this invocation's index in OUT/wall_time.json, once it has one
-        self.progress = Progress(estimates(preset, len(eval_files)), on_end=self._record_invocation)
+        self.progress = Progress(estimates(preset, len(eval_files)), on_end=self._record_invocation, parallel=jobs)
 
     # ------------------------------------------------------------------ stage runner
     def _log_path(self, stage):
@@ -176,11 +177,12 @@ class Reproduction:
         return best if run.startswith('AdFlow') and osp.isfile(osp.join(self.out, best)) else runs.checkpoint(run)
 
     def _test_plan(self, run):
-        """The test's options, its marker file and what the marker must say for the test to count as done."""
+        """The test's options, its marker file and what the marker must say for the test to count as done:
+        the same weights, unchanged since, tested the same way (temperatures, samples, metrics)."""
         opt = runs.test_options(run, self.preset, self.data, self._test_weights(run))
         marker = osp.join(self.results_dirs[run], 'reproduce_test.json')
         weights = opt['path']['pretrain_network_g']
-        want = dict(weights=weights, mtime=osp.getmtime(osp.join(self.out, weights)))
+        want = dict(weights=weights, mtime=osp.getmtime(osp.join(self.out, weights)), val=opt['val'])
         done = False
         if osp.isfile(marker):
             with open(marker) as f:

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 
 from adflow_plugin.apps.reproduce.evaluate import BICUBIC, sample_paths
-from adflow_plugin.apps.reproduce.runs import ESRGAN, L1, adflow, baseflow, test_temperatures, total_iters
+from adflow_plugin.apps.reproduce.runs import (ESRGAN, L1, adflow, baseflow, sample_temperatures, test_temperatures,
+                                               total_iters)
 from adflow_plugin.utils import write_json
 
 TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LPIPS ↓', 4), ('lr_psnr', 'LR-PSNR ↑', 2)]
@@ -27,7 +28,7 @@ def main_rows(results, preset):
     k = preset['main_k']
     rows = [('Bicubic', BICUBIC, '-'), ('L1 (RRDB)', L1, '-'), ('ESRGAN', ESRGAN, '-')]
     for run, label in ((baseflow(k), 'BaseFlow'), (adflow(k), 'AdFlow')):
-        for t in test_temperatures(run, preset):
+        for t in sample_temperatures(run, preset):
             rows.append((f'{label} K={k}, T={t:g}', run, f'{t:g}'))
     return [r for r in rows if r[1] in results['metrics']]
 
@@ -55,33 +56,42 @@ def table2_lines(results, preset):
 
 
 def ladder(results, preset):
-    """Fig. 7's points: K = 0 (the L1 rung) then every K, for BaseFlow and AdFlow at their paper temperature."""
-    points = {'BaseFlow': [], 'AdFlow': []}
-    l1 = results['metrics'].get(L1, {}).get('-')
-    for label, name in (('BaseFlow', baseflow), ('AdFlow', adflow)):
-        if l1:
-            points[label].append((0, l1['mean']['lr_psnr'], l1['mean']['lpips']))
-        for k in preset['ks']:
-            run = name(k)
-            if run in results['metrics']:
-                s = results['metrics'][run][f'{test_temperatures(run, preset)[0]:g}']
-                points[label].append((k, s['mean']['lr_psnr'], s['mean']['lpips']))
-    return points
+    """Fig. 7's curves: ``(flow, temperature, [(K, LR-PSNR, worst LR-PSNR, LPIPS), ...])`` for BaseFlow and
+    AdFlow at their paper temperature and at the mode (T = 0), each from its K = 0 rung. The paper's ladder is
+    AdFlow's, and its L1 rung is the L1 loss with the same adversarial term, ESRGAN ("the standard RRDB and
+    ESRGAN"; the "brief increase in LPIPS" from L1 to K = 1 is against ESRGAN); BaseFlow's, trained on the
+    NLL alone, starts from the L1 RRDB. Both rungs are deterministic: the like-for-like flow is its mode."""
+    curves = []
+    for label, name, rung in (('BaseFlow', baseflow, L1), ('AdFlow', adflow, ESRGAN)):
+        sampled = sample_temperatures(name(preset['ks'][0]), preset)[:1]
+        mode = [t for t in test_temperatures(name(preset['ks'][0]), preset) if t == 0]
+        for t in sampled + mode:
+            base = results['metrics'].get(rung, {}).get('-')
+            points = [(0, base['mean']['lr_psnr'], base['worst']['lr_psnr'], base['mean']['lpips'])] if base else []
+            for k in preset['ks']:
+                s = results['metrics'].get(name(k), {}).get(f'{t:g}')
+                if s:
+                    points.append((k, s['mean']['lr_psnr'], s['worst']['lr_psnr'], s['mean']['lpips']))
+            if len(points) > (1 if base else 0):
+                curves.append((label, t, points))
+    return curves
+
+
+RUNG_LABELS = {'BaseFlow': 'L1 (RRDB)', 'AdFlow': 'ESRGAN (L1 + GAN)'}
 
 
 def ladder_lines(results, preset):
-    """Fig. 7's ladder (LR-PSNR and LPIPS against K) as markdown lines."""
+    """Fig. 7's ladder (LR-PSNR and LPIPS against K) as markdown lines: each flow's K = 0 rung once, then its
+    curves."""
     lines = ['| Method | K | T | LR-PSNR ↑ | LR-PSNR worst image | LPIPS ↓ |', '|---|---|---|---|---|---|']
-    l1 = results['metrics'][L1]['-']
-    lines.append(f'| L1 (RRDB) | 0 | - | {l1["mean"]["lr_psnr"]:.2f} | {l1["worst"]["lr_psnr"]:.2f} | '
-                 f'{l1["mean"]["lpips"]:.4f} |')
-    for label, name in (('BaseFlow', baseflow), ('AdFlow', adflow)):
-        for k in preset['ks']:
-            run = name(k)
-            t = test_temperatures(run, preset)[0]
-            s = results['metrics'][run][f'{t:g}']
-            lines.append(f'| {label} | {k} | {t:g} | {s["mean"]["lr_psnr"]:.2f} | {s["worst"]["lr_psnr"]:.2f} | '
-                         f'{s["mean"]["lpips"]:.4f} |')
+    shown = set()
+    for label, t, points in ladder(results, preset):
+        for k, lr_psnr, worst, lpips in points:
+            if k == 0 and label in shown:
+                continue
+            shown.add(label)
+            name, temp = (RUNG_LABELS[label], '-') if k == 0 else (label, f'{t:g}')
+            lines.append(f'| {name} | {k} | {temp} | {lr_psnr:.2f} | {worst:.2f} | {lpips:.4f} |')
     return lines
 
 
@@ -151,26 +161,29 @@ def write_table(path, results, preset):
 
 
 def write_fig7(path, results, preset):
+    """LR-PSNR and LPIPS against K: BaseFlow from the L1 RRDB and AdFlow from ESRGAN (K = 0), sampled at the
+    paper's temperature (solid) and at the mode, T = 0 (dashed); bicubic upscaling dotted."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    points = ladder(results, preset)
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), dpi=100)
-    for ax, idx, title in ((axes[0], 1, 'LR-PSNR (dB) ↑'), (axes[1], 2, 'LPIPS ↓')):
-        for label, marker in (('BaseFlow', 'o'), ('AdFlow', 's')):
-            pts = points[label]
-            ax.plot([p[0] for p in pts], [p[idx] for p in pts], marker=marker, label=label)
-        key = 'lr_psnr' if idx == 1 else 'lpips'
-        for run, style in ((ESRGAN, '--'), (BICUBIC, ':')):
-            if run in results['metrics']:
-                ax.axhline(results['metrics'][run]['-']['mean'][key], linestyle=style, color='gray', label=run)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.9), dpi=100)
+    colours = {'BaseFlow': 'tab:blue', 'AdFlow': 'tab:orange'}
+    for ax, idx, key, title in ((axes[0], 1, 'lr_psnr', 'LR-PSNR (dB) ↑'), (axes[1], 3, 'lpips', 'LPIPS ↓')):
+        for label, t, points in ladder(results, preset):
+            rung = 'L1 RRDB' if label == 'BaseFlow' else 'ESRGAN'
+            ax.plot([p[0] for p in points], [p[idx] for p in points], color=colours[label],
+                    linestyle='--' if t == 0 else '-', marker='o' if label == 'BaseFlow' else 's',
+                    label=f'{label} T={t:g}' + (' (mode)' if t == 0 else f' (K=0: {rung})'))
+        if BICUBIC in results['metrics']:
+            ax.axhline(results['metrics'][BICUBIC]['-']['mean'][key], linestyle=':', color='gray', label=BICUBIC)
         ax.set_xticks([0] + list(preset['ks']))
         ax.set_xticklabels(['L1'] + [str(k) for k in preset['ks']])
         ax.set_xlabel('flow steps per level K')
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='lower center', ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 
@@ -201,7 +214,7 @@ def write_crops(path, results, preset, pairs, results_dirs, num_images=3, size=6
                                                                 cv2.CV_32F)).mean())[:num_images]
     columns = [('LR', None, None), ('Bicubic', BICUBIC, None), ('L1', L1, None), ('ESRGAN', ESRGAN, None),
                (f'BaseFlow T={preset["baseflow_temperature"]:g}', baseflow(k), preset['baseflow_temperature'])]
-    columns += [(f'AdFlow T={t:g}', adflow(k), t) for t in test_temperatures(adflow(k), preset)]
+    columns += [(f'AdFlow T={t:g}', adflow(k), t) for t in sample_temperatures(adflow(k), preset)]
     columns.append(('GT', 'GT', None))
     fig, axes = plt.subplots(len(ranked), len(columns), figsize=(1.3 * len(columns), 1.45 * len(ranked)), dpi=100,
                              squeeze=False)

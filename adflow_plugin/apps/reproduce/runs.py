@@ -68,12 +68,22 @@ def checkpoint(name, which='latest'):
     return osp.join('experiments', name, 'models', f'net_g_{which}.pth')
 
 
-def test_temperatures(name, preset):
+def sample_temperatures(name, preset):
+    """The temperatures run ``name`` is sampled at for Table 2 and the picture (the paper's first)."""
     if name.startswith('AdFlow'):
         return [float(t) for t in as_list(preset['adflow_temperatures'])]
     if name.startswith('BaseFlow'):
         return [float(preset['baseflow_temperature'])]
     return []
+
+
+def test_temperatures(name, preset):
+    """Every temperature run ``name`` is tested at: its sampling temperatures, then a flow's mode (T = 0)."""
+    temps = sample_temperatures(name, preset)
+    mode = preset.get('mode_temperature')
+    if temps and mode is not None and float(mode) not in temps:
+        temps.append(float(mode))
+    return temps
 
 
 def embed_blocks(num_block):

@@ -106,7 +106,7 @@ class Scheduler:
                         done.add(stage.name)
                         continue
                     threads = self._threads(len(running) + len([s for s in pending if s.needs <= done]) + 1)
-                    started = self.progress.begin(stage.name, parallel=self.jobs)
+                    started = self.progress.begin(stage.name)
                     proc, log = self._launch(stage, argv, threads)
                     running[stage.name] = (proc, log, stage, started, argv)
                 if not running:
