@@ -11,7 +11,6 @@ import random
 import resource
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from PIL import Image
 from adflow_plugin.archs.adflow_arch import AdFlowNet
 from adflow_plugin.data.demo import VAL_PHOTOS, read_photo
 from adflow_plugin.data.prepare import prepare_datasets
-from tests.conftest import TINY_G, in_process_model, tiny_flow_options, write_options
+from tests.conftest import TINY_G, cli_command, in_process_model, tiny_flow_options, write_options
 from tests.test_cli.test_compare import write_result
 
 SCALE = 4
@@ -50,17 +49,13 @@ def listing(folder):
     return {osp.relpath(osp.join(d, n), folder) for d, dirs, files in os.walk(folder) for n in dirs + files}
 
 
-def command(args):
-    return [sys.executable, '-m', 'adflow_plugin.cli'] + [str(a) for a in args]
-
-
 def env():
     return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
 
 
 def run(args, cwd, preexec_fn=None):
     before = listing(cwd)
-    proc = subprocess.run(command(args), cwd=cwd, capture_output=True, text=True, timeout=600, env=env(),
+    proc = subprocess.run(cli_command(args), cwd=cwd, capture_output=True, text=True, timeout=600, env=env(),
                           preexec_fn=preexec_fn)
     return Outcome(proc, before, listing(cwd))
 
@@ -273,7 +268,7 @@ def case_infer_ctrl_c(inputs, folder):  # items 9 and 11: Ctrl-C two seconds int
     args = ['infer', '--model', flow_options(inputs, folder), '-i', inputs['small'], '-o', 'out', '--samples', 100000,
             '-t', '0.8', '--no-progress']
     before = listing(folder)
-    proc = subprocess.Popen(command(args), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cli_command(args), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env(), start_new_session=True)
     out = osp.join(folder, 'out')
     deadline = time.time() + 300
@@ -334,7 +329,7 @@ def _prepare_signal(folder, sig, group):
     _prepare_sources(osp.join(folder, 'dl'), 12, 480)
     args = ['prepare-data', '--downloads', 'dl', '--out', 'out', '--sets', 'DIV2K_val', '--workers', 2]
     before = listing(folder)
-    proc = subprocess.Popen(command(args), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cli_command(args), cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env(), start_new_session=True)
     started = False
     for line in proc.stdout:  # the workers are being started once the set's work is announced

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from importlib.resources import files
 
@@ -25,6 +24,7 @@ from adflow_plugin.data.prepare import prepare_datasets
 from adflow_plugin.data.recipe import PrepareError
 from adflow_plugin.data.verify import verify_datasets
 from adflow_plugin.utils.matlab_resize import imresize_uint8
+from tests.conftest import cli_command
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SKIMAGE = str(files('skimage') / 'data')
@@ -248,7 +248,7 @@ def test_kill_and_resume(tmp_path):
         cv2.imwrite(osp.join(d, folder, name + '.png'), np.roll(img, 7 * i, axis=1))
     argv = ['prepare-data', '--sets', 'DF2K', '--workers', '2', '--holdout', '0'] + CROP
     # the real command in its own process, as a user runs it
-    proc = subprocess.Popen([sys.executable, '-m', 'adflow_plugin.cli'] + argv, cwd=str(tmp_path),
+    proc = subprocess.Popen(cli_command(argv), cwd=str(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = osp.join(tmp_path, 'datasets', 'DF2K', 'DF2K_LRbicx8_sub', prepare.DONE_FILE)
     deadline = time.time() + 120

@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import assert_same, tiny_flow_options, write_options
+from tests.conftest import assert_same, cli_command, tiny_flow_options, write_options
 
 TOTAL, FREQ = 6, 3  # epochs of 5 batches (10 images, batch 2): the resume is mid-epoch, the run crosses an epoch
 
@@ -32,7 +32,7 @@ def options(demo_data, name, better):
 
 def cli(args, cwd):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    return [sys.executable, '-m', 'adflow_plugin.cli'] + [str(a) for a in args], dict(cwd=cwd, env=env)
+    return cli_command(args), dict(cwd=cwd, env=env)
 
 
 def run(args, cwd):
