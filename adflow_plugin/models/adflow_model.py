@@ -394,10 +394,11 @@ class AdFlowModel(AdFlowValidation, SRModel):
         net.eval()
         if cond is None:
             cond = net.condition(lq, amp=self.val_amp)
-        draws = 1 if float(temperature) == 0 else num_samples
+        draws = min(num_samples, 1) if float(temperature) == 0 else num_samples
         outs = [net.decode(temperature=temperature, cond=cond, seed=None if seed is None else seed + i)
                 for i in range(draws)]
-        outs = outs * (num_samples // draws)
+        if draws < num_samples:
+            outs = outs * num_samples
         net.train(was_training)
         return outs
 

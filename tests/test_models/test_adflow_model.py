@@ -141,3 +141,15 @@ def test_fix_encoder_iters_keeps_embedding(demo_data, tmp_path):
     model.feed_data(batch(seed=3))
     model.optimize_parameters(3)
     assert any(not torch.equal(v, embed_before[k]) for k, v in model.net_g.embed.state_dict().items())
+
+
+def test_samples_at_temperature_zero_are_the_one_mode(demo_data, tmp_path):
+    opt = tiny_flow_options(demo_data, 'mode', val=False)
+    model = in_process_model(opt, tmp_path)
+    lq = batch()['lq']
+    mode = model.sample(lq, 0.0, num_samples=3, seed=5)
+    assert len(mode) == 3 and all(torch.equal(s, mode[0]) for s in mode)
+    assert torch.equal(mode[0], model.sample(lq, 0.0, seed=99)[0])  # no seed changes the mode
+    drawn = model.sample(lq, 0.8, num_samples=2, seed=5)
+    assert not torch.equal(drawn[0], drawn[1]) and not torch.equal(drawn[0], mode[0])
+    assert model.sample(lq, 0.0, num_samples=0) == [] and model.sample(lq, 0.8, num_samples=0) == []
