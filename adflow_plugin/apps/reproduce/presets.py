@@ -20,7 +20,7 @@ _BASE = dict(
     adflow_temperatures=(1.0, 0.8),  # paper: AdFlow at 1.0; the picture shows a second, lower temperature
     # every flow is also tested at T = 0 (each latent at its mode): the deterministic output, to set beside
     # the L1 RRDB's and ESRGAN's on the Fig. 7 ladder (a sample at T > 0 pays for its noise in LR-PSNR)
-    mode_temperature=0.0,
+    test_mode=True,
     lr=5e-4,  # Adam, every stage-1 model (L1 RRDB, BaseFlow)
     lr_stage2=1e-4,  # Adam for the generator in the adversarial stage (ESRGAN, AdFlow)
     lr_d=1e-4,  # Adam for the discriminator

@@ -6,8 +6,7 @@ import cv2
 import numpy as np
 
 from adflow_plugin.apps.reproduce.evaluate import BICUBIC, sample_paths
-from adflow_plugin.apps.reproduce.runs import (ESRGAN, L1, adflow, baseflow, sample_temperatures, test_temperatures,
-                                               total_iters)
+from adflow_plugin.apps.reproduce.runs import ESRGAN, L1, adflow, baseflow, sample_temperatures, total_iters
 from adflow_plugin.utils import write_json
 
 TABLE_COLUMNS = [('psnr', 'PSNR ↑', 2), ('ssim', 'SSIM ↑', 4), ('lpips', 'LPIPS ↓', 4), ('lr_psnr', 'LR-PSNR ↑', 2)]
@@ -63,10 +62,8 @@ def ladder(results, preset):
     NLL alone, starts from the L1 RRDB. Both rungs are deterministic: the like-for-like flow is its mode."""
     curves = []
     for label, name, rung in (('BaseFlow', baseflow, L1), ('AdFlow', adflow, ESRGAN)):
-        sampled = sample_temperatures(name(preset['ks'][0]), preset)[:1]
-        mode = [t for t in test_temperatures(name(preset['ks'][0]), preset) if t == 0]
-        for t in sampled + mode:
-            base = results['metrics'].get(rung, {}).get('-')
+        base = results['metrics'].get(rung, {}).get('-')
+        for t in sample_temperatures(name(preset['ks'][0]), preset)[:1] + ([0.0] if preset.get('test_mode') else []):
             points = [(0, base['mean']['lr_psnr'], base['worst']['lr_psnr'], base['mean']['lpips'])] if base else []
             for k in preset['ks']:
                 s = results['metrics'].get(name(k), {}).get(f'{t:g}')
@@ -212,9 +209,9 @@ def write_crops(path, results, preset, pairs, results_dirs, num_images=3, size=6
     size = min(size, min(min(gt.shape[:2]) for _, gt, _ in pairs))
     ranked = sorted(pairs, key=lambda p: -np.abs(cv2.Laplacian(cv2.cvtColor(p[1], cv2.COLOR_BGR2GRAY),
                                                                 cv2.CV_32F)).mean())[:num_images]
-    columns = [('LR', None, None), ('Bicubic', BICUBIC, None), ('L1', L1, None), ('ESRGAN', ESRGAN, None),
-               (f'BaseFlow T={preset["baseflow_temperature"]:g}', baseflow(k), preset['baseflow_temperature'])]
-    columns += [(f'AdFlow T={t:g}', adflow(k), t) for t in sample_temperatures(adflow(k), preset)]
+    columns = [('LR', None, None), ('Bicubic', BICUBIC, None), ('L1', L1, None), ('ESRGAN', ESRGAN, None)]
+    columns += [(f'{label} T={t:g}', run, t) for label, run in (('BaseFlow', baseflow(k)), ('AdFlow', adflow(k)))
+                for t in sample_temperatures(run, preset)]
     columns.append(('GT', 'GT', None))
     fig, axes = plt.subplots(len(ranked), len(columns), figsize=(1.3 * len(columns), 1.45 * len(ranked)), dpi=100,
                              squeeze=False)

@@ -78,11 +78,11 @@ def sample_temperatures(name, preset):
 
 
 def test_temperatures(name, preset):
-    """Every temperature run ``name`` is tested at: its sampling temperatures, then a flow's mode (T = 0)."""
+    """Every temperature run ``name`` is tested at: its sampling temperatures, then (``test_mode``) a flow's
+    mode, T = 0."""
     temps = sample_temperatures(name, preset)
-    mode = preset.get('mode_temperature')
-    if temps and mode is not None and float(mode) not in temps:
-        temps.append(float(mode))
+    if temps and preset.get('test_mode') and 0.0 not in temps:
+        temps.append(0.0)
     return temps
 
 
@@ -176,8 +176,7 @@ def train_options(name, preset, data):
         unit = 'bits_per_dim' if kind == 'baseflow' else 'bits_per_pixel_srflow'
         train.update(nll_opt=dict(type='FlowNLLLoss', loss_weight=1.0, quant=32, unit=unit),
                      grad_clip_norm=preset['grad_clip_norm'])
-        temps = [preset['baseflow_temperature']] if kind == 'baseflow' else [as_list(preset['adflow_temperatures'])[0]]
-        opt['val'].update(temperature=temps, num_samples=1, seed=preset['seed'])
+        opt['val'].update(temperature=sample_temperatures(name, preset)[:1], num_samples=1, seed=preset['seed'])
         if kind == 'baseflow':
             train.update(optim_g=_adam(preset['lr']))
         else:
